@@ -1,0 +1,35 @@
+# Set-up and main jobs. `make demo` and `make test` build .venv from nothing.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+PLUGIN_DIRS := $(patsubst %/pyproject.toml,%,$(wildcard plugins/*/pyproject.toml))
+STAMP := $(VENV)/.xcorr-installed
+OUT ?= demo-out
+
+.PHONY: demo test venv docs bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml constraints-dev.txt requirements-dev.txt $(wildcard plugins/*/pyproject.toml)
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --disable-pip-version-check -q -c constraints-dev.txt -r requirements-dev.txt -e . $(foreach p,$(PLUGIN_DIRS),-e $(p))
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/xcorr demo --out $(OUT)
+
+test: $(STAMP)
+	$(PY) -m pytest tests
+	@set -e; for p in $(PLUGIN_DIRS); do echo "== plugin $$p"; (cd $$p && ../../$(PY) -m pytest tests); done
+	$(VENV)/bin/mkdocs build --strict --quiet -d $(VENV)/site
+
+docs: $(STAMP)
+	$(VENV)/bin/mkdocs build --strict -d site
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_features.py
+	$(PY) benchmarks/bench_index.py
+
+clean:
+	rm -rf $(VENV) site $(OUT)

@@ -1,0 +1,38 @@
+"""xcorr core: hooks, registry, typed results, features, gallery index, kNN baseline.
+
+Plugins register Explainers, Matchers, ReRankers and Metrics through the
+entry-point group ``xcorr``; this package never imports a plugin.
+"""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .components import Case, Component, ComponentInfo, Explainer, Matcher, Metric, PluginInfo, ReRanker, StrictConfig
+from .errors import (
+    ConfigError,
+    IndexFileError,
+    InputError,
+    LayerNotFoundError,
+    PluginLoadError,
+    UnknownComponentError,
+    XcorrError,
+)
+from .features import FeatureExtractor, Features, layer_names
+from .hookspecs import hookimpl, hookspec
+from .index import GalleryIndex, SearchResult
+from .knn import KNNClassifier, KNNPrediction, NeighbourExplanation, majority_vote
+from .registry import components, create, get_class, plugins, register_plugin, reload_plugins
+from .results import Explanation, Matches, MetricResult, Ranking, Tensor, TensorModel
+from .store import SpatialStore
+
+__all__ = [
+    "__version__",
+    "hookimpl", "hookspec",
+    "components", "create", "get_class", "plugins", "register_plugin", "reload_plugins",
+    "Component", "Explainer", "Matcher", "ReRanker", "Metric", "Case", "StrictConfig", "ComponentInfo", "PluginInfo",
+    "Ranking", "Matches", "Explanation", "MetricResult", "Tensor", "TensorModel",
+    "FeatureExtractor", "Features", "layer_names",
+    "GalleryIndex", "SearchResult", "SpatialStore",
+    "KNNClassifier", "KNNPrediction", "NeighbourExplanation", "majority_vote",
+    "XcorrError", "ConfigError", "UnknownComponentError", "InputError", "IndexFileError", "LayerNotFoundError", "PluginLoadError",
+]

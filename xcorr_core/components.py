@@ -1,0 +1,145 @@
+"""Base classes for the four component kinds, and the `Case` an Explainer reads.
+
+Subclassing is optional (the registry checks by duck typing) but gives a
+ready `__init__`, a strict default `Config` and documented signatures.
+Only depends on pydantic, torch and `xcorr_core.results`.
+"""
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from .results import Explanation, Matches, MetricResult, Ranking, Tensor, TensorModel
+
+__all__ = ["Kind", "KINDS", "Component", "Explainer", "Matcher", "ReRanker", "Metric", "Case", "StrictConfig"]
+
+Kind = Literal["explainer", "matcher", "reranker", "metric"]
+KINDS: tuple[Kind, ...] = ("explainer", "matcher", "reranker", "metric")
+
+#: method each kind must implement
+KIND_METHOD: dict[str, str] = {
+    "explainer": "explain",
+    "matcher": "match",
+    "reranker": "rerank",
+    "metric": "compute",
+}
+
+
+class StrictConfig(BaseModel):
+    """Config base: unknown fields are errors, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class Component:
+    """Common base: ``Component(config)`` stores a validated ``self.config``."""
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+
+    class Config(StrictConfig):
+        pass
+
+    def __init__(self, config: BaseModel | None = None) -> None:
+        self.config = config if config is not None else self.Config()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.config!r})"
+
+
+class Matcher(Component):
+    """Finds correspondences between two feature maps."""
+
+    def match(self, a: torch.Tensor, b: torch.Tensor) -> Matches:
+        """Match cells of ``a`` `[C, H, W]` to cells of ``b`` `[C, H', W']`."""
+        raise NotImplementedError
+
+
+class ReRanker(Component):
+    """Re-orders a shortlist of candidates by comparing spatial feature maps."""
+
+    #: layer whose spatial maps the re-ranker reads (None: the pipeline's spatial layer)
+    layer: ClassVar[str | None] = None
+
+    def rerank(self, query: torch.Tensor, candidates: torch.Tensor) -> Ranking:
+        """Score ``candidates`` `[N, C, H, W]` against ``query`` `[C, H, W]`."""
+        raise NotImplementedError
+
+
+class Case(TensorModel):
+    """Everything a pipeline knows about one decision, for an Explainer to read.
+
+    Fields are optional; an Explainer lists the ones it needs in ``requires``
+    and the pipeline checks that it can supply them before running.
+
+    Attributes:
+        query_id: position of the query in its data set.
+        image: the query image `[3, H, W]`.
+        target: the true label, when known.
+        prediction: the predicted label.
+        confidence: votes / k for nearest-neighbour rules.
+        neighbour_ids: gallery ids of the top-k neighbours `[k]`, best first.
+        neighbour_labels: their labels `[k]`.
+        neighbour_scores: their similarity scores `[k]`.
+        ranking: the re-ranker's output over the shortlist, if any.
+        shortlist_ids: gallery ids of the shortlist `[N]` the ranking refers to.
+        method: the classifier that decided ("knn" or a re-ranker name).
+    """
+
+    query_id: int | None = None
+    image: Tensor | None = None
+    target: int | None = None
+    prediction: int | None = None
+    confidence: float | None = None
+    neighbour_ids: Tensor | None = None
+    neighbour_labels: Tensor | None = None
+    neighbour_scores: Tensor | None = None
+    ranking: Ranking | None = None
+    shortlist_ids: Tensor | None = None
+    method: str | None = None
+
+
+class Explainer(Component):
+    """Turns a decision (a `Case`) into an `Explanation`."""
+
+    requires: ClassVar[frozenset[str]] = frozenset()
+
+    def explain(self, case: Case) -> Explanation:
+        """Explain one decision."""
+        raise NotImplementedError
+
+
+class Metric(Component):
+    """Aggregates per-sample outcomes into a `MetricResult`.
+
+    The pipeline calls ``compute`` with keyword arguments named in ``requires``,
+    among: ``predictions`` (long `[n]`), ``targets`` (long `[n]`),
+    ``confidences`` (`[n]`), ``explanations`` (list of `Explanation`).
+    """
+
+    requires: ClassVar[frozenset[str]] = frozenset({"predictions", "targets"})
+
+    def compute(self, **data: Any) -> MetricResult:
+        raise NotImplementedError
+
+
+class ComponentInfo(BaseModel):
+    """What `xcorr_core.components()` reports about one registered component."""
+
+    kind: Kind
+    name: str
+    plugin: str
+    version: str
+    summary: str
+    config_schema: dict[str, Any] = Field(default_factory=dict)
+
+
+class PluginInfo(BaseModel):
+    """A plugin as `xcorr plugins` shows it: what loaded, or why it failed."""
+
+    name: str
+    version: str
+    components: list[ComponentInfo] = Field(default_factory=list)
+    error: str | None = None

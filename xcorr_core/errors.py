@@ -1,0 +1,58 @@
+"""Exceptions raised by xcorr. Every error a user can cause is one of these.
+
+They subclass the built-in exception a caller would naturally catch
+(`ValueError`, `LookupError`, ...), so generic handlers keep working.
+"""
+from __future__ import annotations
+
+__all__ = [
+    "XcorrError",
+    "ConfigError",
+    "UnknownComponentError",
+    "InputError",
+    "IndexFileError",
+    "LayerNotFoundError",
+    "PluginLoadError",
+]
+
+
+class XcorrError(Exception):
+    """Base class of every xcorr error."""
+
+
+class ConfigError(XcorrError, ValueError):
+    """A component or pipeline config is invalid; the message names the field."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class UnknownComponentError(XcorrError, LookupError):
+    """No component of that kind and name is registered; the message lists those that are."""
+
+    def __init__(self, kind: str, name: str, available: list[str]) -> None:
+        names = ", ".join(sorted(available)) or "(none installed)"
+        super().__init__(f"unknown {kind} {name!r}; available {kind}s: {names}")
+        self.kind = kind
+        self.name = name
+        self.available = sorted(available)
+
+
+class InputError(XcorrError, ValueError):
+    """A tensor or data argument has the wrong shape, dtype, device or values."""
+
+
+class IndexFileError(XcorrError, OSError):
+    """A saved index or feature store is missing, corrupt or does not match."""
+
+
+class LayerNotFoundError(XcorrError, KeyError):
+    """A layer name does not exist in the model; the message lists valid names."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class PluginLoadError(XcorrError, ImportError):
+    """A plugin failed to import or register (reported, never fatal for the others)."""

@@ -1,0 +1,179 @@
+"""`GalleryIndex`: nearest-neighbour search over pooled gallery vectors, on faiss.
+
+Cosine similarity (inner product of L2-normalised vectors) by default; exact
+(``flat``) or approximate (``hnsw``) search. Ids and labels travel with the
+vectors. Saved as one file written atomically, with a checksum, and loaded with
+``torch.load(weights_only=True)``. Depends on faiss, numpy, torch and the core's
+errors/results/validation/fileio modules.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+from pathlib import Path
+from typing import Literal
+
+import faiss
+import numpy as np
+import torch
+
+from .errors import IndexFileError, InputError
+from .fileio import atomic_write
+from .results import Tensor, TensorModel
+from .validation import check_tensor
+
+__all__ = ["GalleryIndex", "SearchResult"]
+
+_FORMAT = "xcorr.GalleryIndex"
+_VERSION = 1
+
+Metric = Literal["cosine", "ip", "l2"]
+Kind = Literal["flat", "hnsw"]
+
+
+class SearchResult(TensorModel):
+    """Top-k neighbours of each query, best first.
+
+    Attributes:
+        ids: long `[Q, k]` gallery ids.
+        positions: long `[Q, k]` row positions in the index (order of `add`).
+        labels: long `[Q, k]` gallery labels (-1 where none were given).
+        scores: `[Q, k]` similarity (cosine / inner product) or negative squared L2
+            distance, so higher is always more similar.
+    """
+
+    ids: Tensor
+    positions: Tensor
+    labels: Tensor
+    scores: Tensor
+
+
+class GalleryIndex:
+    """A searchable gallery of D-dimensional vectors.
+
+    Args:
+        dim: vector dimension D.
+        metric: ``"cosine"`` (default), ``"ip"`` (raw inner product) or ``"l2"``.
+        kind: ``"flat"`` (exact) or ``"hnsw"`` (approximate, for large galleries).
+        hnsw_m: HNSW graph degree.
+        ef_search: HNSW search breadth (recall vs speed).
+    """
+
+    def __init__(self, dim: int, metric: Metric = "cosine", kind: Kind = "flat", *, hnsw_m: int = 32, ef_search: int = 128) -> None:
+        if dim < 1:
+            raise InputError(f"dim must be >= 1, got {dim}")
+        if metric not in ("cosine", "ip", "l2"):
+            raise InputError(f"metric must be 'cosine', 'ip' or 'l2', got {metric!r}")
+        if kind not in ("flat", "hnsw"):
+            raise InputError(f"kind must be 'flat' or 'hnsw', got {kind!r}")
+        self.dim, self.metric, self.kind = dim, metric, kind
+        self.hnsw_m, self.ef_search = hnsw_m, ef_search
+        self._index = self._new_faiss()
+        self.ids = torch.empty(0, dtype=torch.int64)
+        self.labels = torch.empty(0, dtype=torch.int64)
+
+    def _new_faiss(self) -> faiss.Index:
+        fmetric = faiss.METRIC_L2 if self.metric == "l2" else faiss.METRIC_INNER_PRODUCT
+        if self.kind == "flat":
+            return faiss.IndexFlat(self.dim, fmetric)
+        idx = faiss.IndexHNSWFlat(self.dim, self.hnsw_m, fmetric)
+        idx.hnsw.efSearch = self.ef_search
+        return idx
+
+    def __len__(self) -> int:
+        return int(self._index.ntotal)
+
+    def __repr__(self) -> str:
+        return f"GalleryIndex(dim={self.dim}, metric={self.metric!r}, kind={self.kind!r}, size={len(self)})"
+
+    def _prepare(self, name: str, x: torch.Tensor) -> np.ndarray:
+        check_tensor(name, x, ndim=2, floating=True, finite=True)
+        if x.shape[1] != self.dim:
+            raise InputError(f"{name} has dimension {x.shape[1]} but the index has dimension {self.dim}")
+        x = x.detach().to("cpu", torch.float32)
+        if self.metric == "cosine":
+            norms = x.norm(dim=1, keepdim=True)
+            if bool((norms == 0).any()):
+                raise InputError(f"{name} has {int((norms == 0).sum())} zero vector(s); cosine is undefined")
+            x = x / norms
+        return np.ascontiguousarray(x.numpy())
+
+    def add(self, vectors: torch.Tensor, labels: torch.Tensor | None = None, ids: torch.Tensor | None = None) -> None:
+        """Append ``vectors`` `[n, D]` with optional ``labels`` `[n]` and ``ids`` `[n]` (default: positions)."""
+        arr = self._prepare("vectors", vectors)
+        n = arr.shape[0]
+        if labels is None:
+            labels = torch.full((n,), -1, dtype=torch.int64)
+        check_tensor("labels", labels, shape=[n], floating=False)
+        if ids is None:
+            ids = torch.arange(len(self), len(self) + n, dtype=torch.int64)
+        check_tensor("ids", ids, shape=[n], floating=False)
+        ids, labels = ids.to("cpu", torch.int64), labels.to("cpu", torch.int64)
+        if ids.unique().numel() != n or bool(torch.isin(ids, self.ids).any()):
+            raise InputError("ids must be unique across the whole index")
+        self._index.add(arr)
+        self.ids = torch.cat([self.ids, ids])
+        self.labels = torch.cat([self.labels, labels])
+
+    def search(self, queries: torch.Tensor, k: int) -> SearchResult:
+        """The ``k`` most similar gallery items of each query `[Q, D]`, best first."""
+        if len(self) == 0:
+            raise InputError("the gallery index is empty; add() vectors before searching")
+        if not 1 <= k <= len(self):
+            raise InputError(f"k={k} must be between 1 and the gallery size {len(self)}")
+        device = queries.device if isinstance(queries, torch.Tensor) else torch.device("cpu")
+        arr = self._prepare("queries", queries)
+        scores, pos = self._index.search(arr, k)
+        pos_t = torch.from_numpy(pos).to(torch.int64)
+        if bool((pos_t < 0).any()):  # approximate search may return fewer than k
+            raise InputError(f"approximate search returned fewer than k={k} results; raise ef_search or use kind='flat'")
+        s = torch.from_numpy(scores)
+        if self.metric == "l2":
+            s = -s
+        return SearchResult(ids=self.ids[pos_t].to(device), positions=pos_t.to(device), labels=self.labels[pos_t].to(device), scores=s.to(device))
+
+    # -- persistence -----------------------------------------------------------------
+    def _payload(self) -> tuple[dict, str]:
+        blob = torch.from_numpy(faiss.serialize_index(self._index).copy())
+        digest = hashlib.sha256(blob.numpy().tobytes() + self.ids.numpy().tobytes() + self.labels.numpy().tobytes()).hexdigest()
+        payload = {
+            "format": _FORMAT, "version": _VERSION, "dim": self.dim, "metric": self.metric, "kind": self.kind,
+            "hnsw_m": self.hnsw_m, "ef_search": self.ef_search,
+            "index": blob, "ids": self.ids, "labels": self.labels, "sha256": digest,
+        }
+        return payload, digest
+
+    def save(self, path: str | Path) -> Path:
+        """Write the index to ``path`` atomically (temp file + rename)."""
+        payload, _ = self._payload()
+        return atomic_write(path, lambda f: torch.save(payload, f))
+
+    @classmethod
+    def load(cls, path: str | Path, *, expected_dim: int | None = None) -> "GalleryIndex":
+        """Load an index saved by `save`; raise `IndexFileError` if it is missing, corrupt or mismatched."""
+        path = Path(path)
+        if not path.is_file():
+            raise IndexFileError(f"no index file at {path}")
+        try:
+            with open(path, "rb") as f:
+                payload = torch.load(io.BytesIO(f.read()), weights_only=True, map_location="cpu")
+        except Exception as exc:
+            raise IndexFileError(f"{path} is not a readable xcorr index file ({type(exc).__name__}: {exc})") from exc
+        if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
+            raise IndexFileError(f"{path} is not an xcorr gallery index")
+        if payload.get("version") != _VERSION:
+            raise IndexFileError(f"{path} has index format version {payload.get('version')}, expected {_VERSION}")
+        blob, ids, labels = payload["index"], payload["ids"], payload["labels"]
+        digest = hashlib.sha256(blob.numpy().tobytes() + ids.numpy().tobytes() + labels.numpy().tobytes()).hexdigest()
+        if digest != payload.get("sha256"):
+            raise IndexFileError(f"{path} is corrupt: checksum mismatch")
+        if expected_dim is not None and payload["dim"] != expected_dim:
+            raise IndexFileError(f"{path} holds {payload['dim']}-d vectors but {expected_dim}-d were expected")
+        self = cls(payload["dim"], payload["metric"], payload["kind"], hnsw_m=payload["hnsw_m"], ef_search=payload["ef_search"])
+        self._index = faiss.deserialize_index(blob.numpy())
+        if self.kind == "hnsw":
+            self._index.hnsw.efSearch = self.ef_search
+        if self._index.d != self.dim or self._index.ntotal != ids.numel() or labels.numel() != ids.numel():
+            raise IndexFileError(f"{path} is inconsistent: index holds {self._index.ntotal} vectors, {ids.numel()} ids")
+        self.ids, self.labels = ids, labels
+        return self

@@ -1,0 +1,228 @@
+"""Plugin loading and the component registry.
+
+Plugins are found through the entry-point group ``xcorr``; each is imported and
+its ``register_*`` hooks are called one plugin at a time, so one that fails to
+import or to register is recorded with its error and the others still load.
+Set ``XCORR_PLUGINS`` to a comma-separated list of entry-point names to load
+only those (empty string: none but the core's built-ins).
+
+Depends on pluggy, pydantic and the core's own modules; never on a plugin.
+"""
+from __future__ import annotations
+
+import importlib.metadata as md
+import os
+import threading
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+import pluggy
+from pydantic import BaseModel, ValidationError
+
+from . import hookspecs
+from .components import KIND_METHOD, KINDS, ComponentInfo, PluginInfo
+from .errors import ConfigError, UnknownComponentError
+
+__all__ = ["components", "create", "register_plugin", "plugins", "get_class", "reload_plugins", "plugin_manager"]
+
+ENTRY_POINT_GROUP = "xcorr"
+ENV_VAR = "XCORR_PLUGINS"
+_HOOK_OF_KIND = {k: f"register_{k}s" for k in KINDS}
+
+
+@dataclass
+class _Entry:
+    cls: type
+    info: ComponentInfo
+
+
+@dataclass
+class _Registry:
+    pm: pluggy.PluginManager
+    entries: dict[tuple[str, str], _Entry] = field(default_factory=dict)
+    plugins: dict[str, PluginInfo] = field(default_factory=dict)
+
+
+_lock = threading.RLock()
+_state: _Registry | None = None
+
+
+def _new_manager() -> pluggy.PluginManager:
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    return pm
+
+
+def _validate_class(kind: str, cls: Any) -> None:
+    if not isinstance(cls, type):
+        raise TypeError(f"register() takes a class, got {cls!r}")
+    for attr in ("name", "summary"):
+        if not isinstance(getattr(cls, attr, None), str) or not getattr(cls, attr):
+            raise TypeError(f"{cls.__qualname__} needs a non-empty str class attribute {attr!r}")
+    cfg = getattr(cls, "Config", None)
+    if not (isinstance(cfg, type) and issubclass(cfg, BaseModel)):
+        raise TypeError(f"{cls.__qualname__} needs a nested pydantic model 'Config'")
+    method = KIND_METHOD[kind]
+    if not callable(getattr(cls, method, None)):
+        raise TypeError(f"{cls.__qualname__} is registered as a {kind} but has no {method}() method")
+
+
+def _register_plugin_obj(state: _Registry, plugin: Any, name: str, version: str) -> PluginInfo:
+    """Register `plugin` with pluggy and collect its components, isolating failures."""
+    info = PluginInfo(name=name, version=version)
+    state.plugins[name] = info
+    try:
+        state.pm.register(plugin, name=name)
+    except Exception as exc:  # bad hookimpl signature, duplicate name, ...
+        info.error = f"{type(exc).__name__}: {exc}"
+        return info
+    added: list[tuple[str, str]] = []
+    try:
+        for kind in KINDS:
+            caller = getattr(state.pm.hook, _HOOK_OF_KIND[kind])
+            for impl in caller.get_hookimpls():
+                if impl.plugin_name != name:
+                    continue
+
+                def register(cls: type, _kind: str = kind) -> None:
+                    _validate_class(_kind, cls)
+                    key = (_kind, cls.name)
+                    if key in state.entries:
+                        other = state.entries[key].info.plugin
+                        raise ValueError(f"{_kind} {cls.name!r} is already registered by plugin {other!r}")
+                    cinfo = ComponentInfo(
+                        kind=_kind, name=cls.name, plugin=name, version=version,
+                        summary=cls.summary, config_schema=cls.Config.model_json_schema(),
+                    )
+                    state.entries[key] = _Entry(cls=cls, info=cinfo)
+                    added.append(key)
+                    info.components.append(cinfo)
+
+                impl.function(register=register)
+    except Exception as exc:
+        for key in added:  # all or nothing per plugin
+            state.entries.pop(key, None)
+        info.components.clear()
+        info.error = f"{type(exc).__name__}: {exc}"
+        state.pm.unregister(name=name)
+    return info
+
+
+def _wanted(names: list[str]) -> set[str] | None:
+    raw = os.environ.get(ENV_VAR)
+    if raw is None:
+        return None
+    return {n.strip() for n in raw.split(",") if n.strip()}
+
+
+def _load() -> _Registry:
+    from . import __version__, builtins
+
+    state = _Registry(pm=_new_manager())
+    _register_plugin_obj(state, builtins, "xcorr_core", __version__)
+    eps = md.entry_points(group=ENTRY_POINT_GROUP)
+    wanted = _wanted([ep.name for ep in eps])
+    for ep in sorted(eps, key=lambda e: e.name):
+        if wanted is not None and ep.name not in wanted:
+            continue
+        version = ep.dist.version if ep.dist is not None else "unknown"
+        try:
+            module = ep.load()
+        except BaseException as exc:  # noqa: BLE001 - a plugin may raise anything at import
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+            last = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
+            where = f" (at {last[0].filename}:{last[0].lineno})" if last else ""
+            state.plugins[ep.name] = PluginInfo(
+                name=ep.name, version=version, error=f"{type(exc).__name__}: {exc}{where}"
+            )
+            continue
+        _register_plugin_obj(state, module, ep.name, version)
+    return state
+
+
+def _registry() -> _Registry:
+    global _state
+    with _lock:
+        if _state is None:
+            _state = _load()
+        return _state
+
+
+def reload_plugins() -> None:
+    """Forget everything loaded and load entry points again on next use."""
+    global _state
+    with _lock:
+        _state = None
+
+
+def plugin_manager() -> pluggy.PluginManager:
+    """The pluggy manager holding every loaded plugin (for hooks such as ``register_commands``)."""
+    return _registry().pm
+
+
+def register_plugin(plugin: Any, name: str | None = None) -> PluginInfo:
+    """Register a module or object in-process (tests, notebooks).
+
+    Returns its `PluginInfo`; if registration failed, ``info.error`` says why.
+    """
+    state = _registry()
+    name = name or getattr(plugin, "__name__", None) or type(plugin).__name__
+    version = str(getattr(plugin, "__version__", "0"))
+    with _lock:
+        if name in state.plugins:
+            raise ValueError(f"a plugin named {name!r} is already registered")
+        return _register_plugin_obj(state, plugin, name, version)
+
+
+def plugins() -> list[PluginInfo]:
+    """Every plugin found, loaded or failed, the core's built-ins first."""
+    return list(_registry().plugins.values())
+
+
+def components(kind: str | None = None) -> list[ComponentInfo]:
+    """Registered components, optionally of one kind, sorted by (kind, name)."""
+    if kind is not None and kind not in KINDS:
+        raise ValueError(f"unknown kind {kind!r}; kinds are {', '.join(KINDS)}")
+    infos = [e.info for (k, _), e in _registry().entries.items() if kind is None or k == kind]
+    return sorted(infos, key=lambda i: (KINDS.index(i.kind), i.name))
+
+
+def get_class(kind: str, name: str) -> type:
+    """The registered class for (kind, name)."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown kind {kind!r}; kinds are {', '.join(KINDS)}")
+    entry = _registry().entries.get((kind, name))
+    if entry is None:
+        raise UnknownComponentError(kind, name, [n for (k, n) in _registry().entries if k == kind])
+    return entry.cls
+
+
+def validate_config(kind: str, name: str, config: dict[str, Any]) -> BaseModel:
+    """Validate ``config`` for (kind, name); raise `ConfigError` naming the field."""
+    cls = get_class(kind, name)
+    fields = cls.Config.model_fields
+    extra = cls.Config.model_config.get("extra")
+    if extra != "allow":
+        for key in config:
+            if key not in fields:
+                known = ", ".join(fields) or "(none)"
+                raise ConfigError(f"{kind} {name!r}: unknown config field {key!r}; fields are: {known}", field=key)
+    try:
+        return cls.Config(**config)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"]) or "(config)"
+        raise ConfigError(f"{kind} {name!r}: invalid config field {loc!r}: {err['msg']}", field=loc) from exc
+
+
+def create(kind: str, name: str, **config: Any) -> Any:
+    """Build a ready component: ``cls(cls.Config(**config))``.
+
+    Raises:
+        UnknownComponentError: no such (kind, name); the message lists those that exist.
+        ConfigError: a config field is unknown or invalid; the message names it.
+    """
+    cls = get_class(kind, name)
+    return cls(validate_config(kind, name, config))

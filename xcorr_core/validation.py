@@ -1,0 +1,74 @@
+"""Argument checks shared by every component: shape, dtype, device, finiteness.
+
+Only depends on torch and `xcorr_core.errors`. Each check raises `InputError`
+with a message that names the argument, so bad input never yields a wrong answer.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from .errors import InputError
+
+__all__ = ["check_tensor", "check_same_device", "check_finite"]
+
+
+def check_tensor(
+    name: str,
+    value: object,
+    *,
+    ndim: int | None = None,
+    shape: Sequence[int | None] | None = None,
+    floating: bool | None = None,
+    dtype: torch.dtype | None = None,
+    finite: bool = False,
+    non_empty: bool = False,
+) -> torch.Tensor:
+    """Validate `value` as a tensor and return it.
+
+    Args:
+        name: argument name used in error messages.
+        value: the object to check.
+        ndim: required number of dimensions.
+        shape: required shape; `None` entries match any size.
+        floating: require a floating (True) or integer (False) dtype.
+        dtype: require exactly this dtype.
+        finite: reject NaN and inf.
+        non_empty: reject tensors with zero elements.
+    """
+    if not isinstance(value, torch.Tensor):
+        raise InputError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    if ndim is not None and value.ndim != ndim:
+        raise InputError(f"{name} must have {ndim} dimensions, got shape {tuple(value.shape)}")
+    if shape is not None:
+        if value.ndim != len(shape) or any(s is not None and s != v for s, v in zip(shape, value.shape)):
+            want = "[" + ", ".join("*" if s is None else str(s) for s in shape) + "]"
+            raise InputError(f"{name} must have shape {want}, got {list(value.shape)}")
+    if dtype is not None and value.dtype != dtype:
+        raise InputError(f"{name} must have dtype {dtype}, got {value.dtype}")
+    if floating is True and not value.is_floating_point():
+        raise InputError(f"{name} must be a floating-point tensor, got {value.dtype}")
+    if floating is False and (value.is_floating_point() or value.is_complex()):
+        raise InputError(f"{name} must be an integer tensor, got {value.dtype}")
+    if non_empty and value.numel() == 0:
+        raise InputError(f"{name} is empty (shape {list(value.shape)})")
+    if finite:
+        check_finite(name, value)
+    return value
+
+
+def check_finite(name: str, value: torch.Tensor) -> None:
+    """Raise `InputError` if a floating tensor holds NaN or inf."""
+    if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+        n_bad = int((~torch.isfinite(value)).sum())
+        raise InputError(f"{name} contains {n_bad} NaN/inf value(s)")
+
+
+def check_same_device(**tensors: torch.Tensor) -> torch.device:
+    """Require every tensor on one device; return it."""
+    devices = {n: t.device for n, t in tensors.items()}
+    if len(set(devices.values())) > 1:
+        desc = ", ".join(f"{n} on {d}" for n, d in devices.items())
+        raise InputError(f"tensors must be on the same device: {desc}")
+    return next(iter(devices.values()))
