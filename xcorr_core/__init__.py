@@ -21,6 +21,7 @@ from .features import FeatureExtractor, Features, layer_names
 from .hookspecs import hookimpl, hookspec
 from .index import GalleryIndex, SearchResult
 from .knn import KNNClassifier, KNNPrediction, NeighbourExplanation, majority_vote
+from .pipeline import ComponentSpec, MethodResult, Pipeline, PipelineSpec, RunResult
 from .registry import components, create, get_class, plugins, register_plugin, reload_plugins
 from .results import Explanation, Matches, MetricResult, Ranking, Tensor, TensorModel
 from .store import SpatialStore
@@ -33,6 +34,7 @@ __all__ = [
     "Ranking", "Matches", "Explanation", "MetricResult", "Tensor", "TensorModel",
     "FeatureExtractor", "Features", "layer_names",
     "GalleryIndex", "SearchResult", "SpatialStore",
+    "Pipeline", "PipelineSpec", "ComponentSpec", "RunResult", "MethodResult",
     "KNNClassifier", "KNNPrediction", "NeighbourExplanation", "majority_vote",
     "XcorrError", "ConfigError", "UnknownComponentError", "InputError", "IndexFileError", "LayerNotFoundError", "PluginLoadError",
 ]

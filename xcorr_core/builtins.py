@@ -40,6 +40,7 @@ class NeighbourExplainer(Explainer):
             where = (case.shortlist_ids[None, :] == exp.support_ids[:, None]).int().argmax(1)
             exp.patch_pairs = case.ranking.pairs[where]
             exp.patch_weights = case.ranking.weights[where]
+            exp.grid = case.grid
         return exp
 
 

@@ -86,6 +86,7 @@ class Case(TensorModel):
         ranking: the re-ranker's output over the shortlist, if any.
         shortlist_ids: gallery ids of the shortlist `[N]` the ranking refers to.
         method: the classifier that decided ("knn" or a re-ranker name).
+        grid: `(H, W)` of the spatial maps that ranking pairs index.
     """
 
     query_id: int | None = None
@@ -99,6 +100,7 @@ class Case(TensorModel):
     ranking: Ranking | None = None
     shortlist_ids: Tensor | None = None
     method: str | None = None
+    grid: tuple[int, int] | None = None
 
 
 class Explainer(Component):

@@ -72,3 +72,15 @@ def register_commands(subparsers: Any) -> None:
     handler with ``parser.set_defaults(handler=func)``; ``func(args) -> int``
     is called with the parsed arguments and returns the exit code.
     """
+
+
+@hookspec
+def register_demo_sections(register: Register) -> None:
+    """Add sections to ``xcorr demo``: ``register(title, run)`` for each.
+
+    ``run(ctx) -> DemoSection`` receives a `xcorr_core.demo.DemoContext` (output
+    folder, shipped models, SynthBirds / SynthHerd splits, the kNN pipeline
+    results) and returns a `xcorr_core.demo.DemoSection` (JSON-able report,
+    PNG figures written under ``ctx.out``, an HTML fragment). A section that
+    raises is reported in the demo's output; the other sections still run.
+    """

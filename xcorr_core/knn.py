@@ -112,11 +112,12 @@ class NeighbourExplanation(Explanation):
     patch_weights: Tensor | None = None
     grid: tuple[int, int] | None = None
 
-    def plot(self, images: Any = None, ax: Any = None, query: torch.Tensor | None = None, class_names: list[str] | None = None) -> Any:
+    def plot(self, images: Any = None, ax: Any = None, query: torch.Tensor | None = None, class_names: list[str] | None = None,
+             target: int | None = None) -> Any:
         """Query and support images in a row; ``images(id) -> [3, H, W]`` fetches gallery images."""
         from .viz import plot_neighbour_explanation
 
-        return plot_neighbour_explanation(self, images=images, query=query, class_names=class_names)
+        return plot_neighbour_explanation(self, images=images, query=query, class_names=class_names, target=target)
 
 
 class KNNClassifier:

@@ -226,3 +226,25 @@ def create(kind: str, name: str, **config: Any) -> Any:
     """
     cls = get_class(kind, name)
     return cls(validate_config(kind, name, config))
+
+
+def demo_sections() -> list[tuple[str, str, Any]]:
+    """``(plugin, title, run)`` for every section plugins add to ``xcorr demo``.
+
+    A plugin whose hook raises is reported as a section whose ``run`` re-raises
+    that error, so the demo shows it and carries on.
+    """
+    state = _registry()
+    out: list[tuple[str, str, Any]] = []
+    for impl in state.pm.hook.register_demo_sections.get_hookimpls():
+        found: list[tuple[str, str, Any]] = []
+        try:
+            impl.function(register=lambda title, run, _p=impl.plugin_name: found.append((_p, str(title), run)))
+        except Exception as exc:  # noqa: BLE001
+
+            def failing(_ctx: Any, _exc: Exception = exc) -> Any:
+                raise _exc
+
+            found = [(impl.plugin_name, f"{impl.plugin_name} (failed to register)", failing)]
+        out.extend(found)
+    return out

@@ -1,0 +1,45 @@
+"""Train the shipped models and write them to xcorr_core/weights/ (float16, a few MB each).
+
+    .venv/bin/python scripts/train_models.py [--only birds|herd] [--epochs N]
+
+Prints the test accuracy / retrieval recall and records them in
+xcorr_core/weights/model_card.json (the docs quote these numbers).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from xcorr_core.models import save_checkpoint
+from xcorr_core.training import train_birds, train_herd
+
+WEIGHTS = Path(__file__).resolve().parents[1] / "xcorr_core" / "weights"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--only", choices=["birds", "herd"])
+    ap.add_argument("--epochs", type=int)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    card_path = WEIGHTS / "model_card.json"
+    card = json.loads(card_path.read_text()) if card_path.is_file() else {}
+    jobs = {"birds": train_birds, "herd": train_herd}
+    for name, fn in jobs.items():
+        if args.only and name != args.only:
+            continue
+        kwargs = {"epochs": args.epochs} if args.epochs else {}
+        model, stats = fn(**kwargs)
+        path = save_checkpoint(model, WEIGHTS / f"{name}_smallresnet.pt", meta=stats)
+        stats["file_bytes"] = path.stat().st_size
+        card[name] = stats
+        print(json.dumps({name: stats}, indent=2))
+    card_path.write_text(json.dumps(card, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,217 @@
+"""``xcorr demo``: the embedded default end to end, with no training and no network.
+
+Builds the gallery from SynthBirds train with the shipped classifier, classifies
+the test set and its two out-of-distribution variants with kNN and with every
+installed re-ranker (the pipeline in ``specs/demo.yaml``, also shipped as
+``examples/demo_pipeline.yaml``), runs re-identification on SynthHerd with the
+shipped embedding model, lets plugins add sections, and writes
+``report.json``, PNG figures and ``index.html`` to the output folder.
+"""
+from __future__ import annotations
+
+import html
+import json
+import time
+import traceback
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from . import __version__, registry
+from .data import PART_NAMES, SynthBirds, SynthHerd, apply_homography
+from .fileio import atomic_write
+from .index import GalleryIndex
+from .models import load_pretrained, model_card
+from .pipeline import Pipeline, PipelineSpec, RunResult
+from .viz import plot_accuracy, plot_bird_samples, plot_herd_pair, save_figure
+
+__all__ = ["run_demo", "DemoContext", "DemoSection", "demo_spec_path"]
+
+
+class DemoSection(BaseModel):
+    """One section of the demo report."""
+
+    title: str
+    report: dict[str, Any] = Field(default_factory=dict)
+    figures: list[str] = Field(default_factory=list)  # paths relative to the output folder
+    html: str = ""
+    error: str | None = None
+
+
+class DemoContext(BaseModel):
+    """What a demo section may use."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+    out: Path
+    progress: bool | None
+    birds_model: Any
+    herd_model: Any
+    birds_train: Any
+    birds_test: dict[str, Any]
+    herd_test: Any
+    pipeline: Any = None
+    results: list[Any] = Field(default_factory=list)
+
+
+def demo_spec_path() -> Path:
+    return Path(str(resources.files("xcorr_core") / "specs" / "demo.yaml"))
+
+
+def _log(msg: str) -> None:
+    print(f"[xcorr demo] {msg}", flush=True)
+
+
+def _table(rows: list[list[Any]], header: list[str]) -> str:
+    th = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _classification_section(ctx: DemoContext) -> DemoSection:
+    spec = PipelineSpec.from_file(demo_spec_path())
+    pipe = Pipeline(spec, model=ctx.birds_model, work_dir=ctx.out / "work")
+    _log(f"gallery: SynthBirds train, {len(ctx.birds_train)} images; methods: {', '.join(pipe.methods)}")
+    pipe.fit(ctx.birds_train, progress=ctx.progress)
+    results: list[RunResult] = []
+    for name, ds in ctx.birds_test.items():
+        r = pipe.run(ds, name=name, progress=ctx.progress)
+        results.append(r)
+        _log(f"{name}: " + ", ".join(f"{m} {v['top1_accuracy']:.1%}" for m, v in r.summary().items()))
+    ctx.pipeline, ctx.results = pipe, results
+    figs = ["figures/accuracy.png"]
+    save_figure(plot_accuracy(results), ctx.out / figs[0])
+    clean = results[0]
+    train = ctx.birds_train
+    for method, mr in clean.methods.items():
+        for exp in mr.explanations:
+            if not hasattr(exp, "support_ids"):
+                continue
+            i = int(exp.query_id)
+            ok = exp.prediction == int(mr.targets[i])
+            rel = f"figures/explain_{method}_{'correct' if ok else 'wrong'}_{i}.png"
+            fig = exp.plot(images=train.image, query=ctx.birds_test["test"].image(i), class_names=train.class_names,
+                           target=int(mr.targets[i]))
+            save_figure(fig, ctx.out / rel)
+            figs.append(rel)
+    rows = [[r.dataset, m, f"{res.metrics['top1_accuracy'].value:.1%}",
+             "[{:.1%}, {:.1%}]".format(*res.metrics["top1_accuracy"].ci), f"{res.metrics['mean_confidence'].value:.2f}",
+             f"{res.seconds * 1000 / r.n:.2f}"] for r in results for m, res in r.methods.items()]
+    report = {"spec": spec.model_dump(), "methods": pipe.methods,
+              "results": {r.dataset: {m: {"top1_accuracy": res.metrics["top1_accuracy"].value,
+                                          "ci95": list(res.metrics["top1_accuracy"].ci or ()),
+                                          "mean_confidence": res.metrics["mean_confidence"].value,
+                                          "ms_per_query": res.seconds * 1000 / r.n, "n": r.n}
+                                      for m, res in r.methods.items()} for r in results}}
+    note = ("<p>Only kNN ran: no re-ranker plugin is installed. Install one (e.g. <code>pip install plugins/emd_corr</code>) "
+            "and it is compared here automatically.</p>") if len(pipe.methods) == 1 else ""
+    body = note + _table(rows, ["data set", "method", "top-1", "95% CI (Wilson)", "mean confidence", "ms / query"])
+    return DemoSection(title="SynthBirds classification: kNN and re-rankers, in and out of distribution", report=report, figures=figs, html=body)
+
+
+def _data_section(ctx: DemoContext) -> DemoSection:
+    figs = []
+    for name, ds in [("train", ctx.birds_train)] + list(ctx.birds_test.items())[1:]:
+        rel = f"figures/birds_{name}.png"
+        save_figure(plot_bird_samples(ds, list(range(0, 6)), PART_NAMES), ctx.out / rel)
+        figs.append(rel)
+    herd = ctx.herd_test
+    a, b = 0, 1
+    Hab = herd.true_homography(a, b)
+    ys, xs = torch.nonzero(herd.visible[a], as_tuple=True)
+    g = torch.Generator().manual_seed(0)
+    pick = torch.randperm(xs.numel(), generator=g)[:10]
+    pa = torch.stack([xs[pick], ys[pick]], 1).double() + 0.5
+    pb = apply_homography(Hab, pa)
+    rel = "figures/herd_true_correspondences.png"
+    save_figure(plot_herd_pair(herd.image(a), herd.image(b), pa, pb, "SynthHerd: true correspondences from the known homography"), ctx.out / rel)
+    figs.append(rel)
+    return DemoSection(title="The embedded data", figures=figs,
+                       report={"birds_train": len(ctx.birds_train), **{k: len(v) for k, v in ctx.birds_test.items()}, "herd_test": len(herd)},
+                       html="<p>SynthBirds with part keypoints (dots visible, crosses hidden) and boxes; the sticker and style "
+                            "variants; two photos of one SynthHerd individual joined by their true correspondences.</p>")
+
+
+def _reid_section(ctx: DemoContext) -> DemoSection:
+    herd = ctx.herd_test
+    from .features import FeatureExtractor
+
+    fx = FeatureExtractor(ctx.herd_model, ["layer4"], stop_early=False)
+    emb = torch.cat([ctx.herd_model(herd.images[i:i + 128].float() / 255) for i in range(0, len(herd), 128)]).detach()
+    _ = fx  # the extractor is how plugins get layer4 maps; the embedding itself is the model output
+    first = torch.arange(len(herd)) % herd.photos == 0
+    index = GalleryIndex(emb.shape[1])
+    index.add(emb[~first], herd.labels[~first])
+    res = index.search(emb[first], 5)
+    r1 = float((res.labels[:, 0] == herd.labels[first]).float().mean())
+    r5 = float((res.labels == herd.labels[first][:, None]).any(1).float().mean())
+    report = {"queries": int(first.sum()), "gallery": int((~first).sum()), "recall_at_1": r1, "recall_at_5": r5}
+    _log(f"SynthHerd re-identification: recall@1 {r1:.1%}, recall@5 {r5:.1%}")
+    return DemoSection(title="SynthHerd re-identification with the shipped embedding", report=report,
+                       html=f"<p>First photo of each test individual as query, the others as gallery: recall@1 {r1:.1%}, recall@5 {r5:.1%}.</p>")
+
+
+def _write_html(out: Path, sections: list[DemoSection], card: dict[str, Any]) -> None:
+    parts = [f"<h1>xcorr demo</h1><p>xcorr-core {__version__}. Plugins: "
+             + html.escape(", ".join(f"{p.name} {p.version}" + (" (FAILED)" if p.error else "") for p in registry.plugins())) + "</p>"]
+    if card:
+        parts.append("<details><summary>Shipped models</summary><pre>" + html.escape(json.dumps(card, indent=2)) + "</pre></details>")
+    for s in sections:
+        parts.append(f"<h2>{html.escape(s.title)}</h2>")
+        if s.error:
+            parts.append(f"<pre class='err'>{html.escape(s.error)}</pre>")
+        parts.append(s.html)
+        parts += [f"<figure><img src='{html.escape(f)}' alt='{html.escape(f)}'></figure>" for f in s.figures]
+    style = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
+             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;font-size:14px}"
+             "th{background:#f3f3f3}img{max-width:100%;border:1px solid #eee}.err{color:#b00;background:#fee;padding:8px}")
+    doc = f"<!doctype html><html><head><meta charset='utf-8'><title>xcorr demo</title><style>{style}</style></head><body>{''.join(parts)}</body></html>"
+    atomic_write(out / "index.html", lambda f: f.write(doc.encode()))
+
+
+def run_demo(out: str | Path = "demo-out", *, progress: bool | None = None, quick: bool = False) -> dict[str, Any]:
+    """Run the demo; returns the report (also written to ``out/report.json``).
+
+    ``quick`` uses smaller data sets (for tests).
+    """
+    t0 = time.perf_counter()
+    out = Path(out)
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    per_train, per_test, herd_n = (6, 2, 6) if quick else (30, 10, 40)
+    _log("generating SynthBirds and SynthHerd ...")
+    ctx = DemoContext(
+        out=out, progress=progress, birds_model=load_pretrained("birds"), herd_model=load_pretrained("herd"),
+        birds_train=SynthBirds("train", per_class=per_train, progress=progress),
+        birds_test={v if v != "clean" else "test": SynthBirds("test", v, per_class=per_test, progress=progress)  # type: ignore[arg-type]
+                    for v in ("clean", "sticker", "style")},
+        herd_test=SynthHerd("test", individuals=herd_n, progress=progress),
+    )
+    if quick:
+        ctx.birds_train.images  # noqa: B018 - already generated
+    builtin = [("xcorr_core", "data", _data_section), ("xcorr_core", "classification", _classification_section),
+               ("xcorr_core", "reid", _reid_section)]
+    sections: list[DemoSection] = []
+    for plugin, title, run in builtin + registry.demo_sections():
+        try:
+            with torch.no_grad():
+                sec = run(ctx)
+            if not isinstance(sec, DemoSection):
+                sec = DemoSection.model_validate(sec)
+        except Exception as exc:  # noqa: BLE001 - a failing section is reported, the rest still runs
+            _log(f"section {title!r} from {plugin} failed: {type(exc).__name__}: {exc}")
+            sec = DemoSection(title=title, error="".join(traceback.format_exception(exc))[-4000:])
+        sections.append(sec)
+    report = {
+        "xcorr_core": __version__,
+        "plugins": [p.model_dump(exclude={"components"}) | {"components": [c.name for c in p.components]} for p in registry.plugins()],
+        "models": model_card(),
+        "sections": [s.model_dump(exclude={"html"}) for s in sections],
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+    atomic_write(out / "report.json", lambda f: f.write(json.dumps(report, indent=2, default=str).encode()))
+    _write_html(out, sections, model_card())
+    _log(f"wrote {out / 'report.json'}, {out / 'index.html'} and {sum(len(s.figures) for s in sections)} figures in {report['seconds']} s")
+    return report

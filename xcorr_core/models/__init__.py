@@ -1,0 +1,6 @@
+"""Small models shipped with the core and helpers to load torchvision backbones."""
+from .small_resnet import BasicBlock, SmallResNet
+from .zoo import SHIPPED, imagenet_normalize, load_checkpoint, load_pretrained, model_card, save_checkpoint, torchvision_backbone
+
+__all__ = ["SmallResNet", "BasicBlock", "load_pretrained", "load_checkpoint", "save_checkpoint", "torchvision_backbone",
+           "imagenet_normalize", "model_card", "SHIPPED"]

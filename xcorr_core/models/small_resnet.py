@@ -1,0 +1,74 @@
+"""A compact ResNet-style CNN whose last stage is a 7x7 grid at 112 px input.
+
+Module names follow torchvision's ResNet (``conv1``, ``bn1``, ``layer1`` ..
+``layer4``, ``avgpool``, ``fc``) so the same layer names work for both. Input is
+an image in [0, 1]; normalisation happens inside the model.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["SmallResNet", "BasicBlock"]
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convolutions with a residual connection (projection when the shape changes)."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = (
+            nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+            if stride != 1 or cin != cout else None
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        idt = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + idt)
+
+
+class SmallResNet(nn.Module):
+    """Compact ResNet: 112 px -> layer1 56x56 -> layer2 28 -> layer3 14 -> layer4 7x7.
+
+    Args:
+        out_dim: classes (``head="classifier"``) or embedding size (``head="embedding"``).
+        head: ``"classifier"`` returns logits `[B, out_dim]`; ``"embedding"`` returns
+            L2-normalised embeddings `[B, out_dim]` compared by cosine.
+        widths: channels of the four stages.
+    """
+
+    def __init__(self, out_dim: int, head: Literal["classifier", "embedding"] = "classifier",
+                 widths: tuple[int, int, int, int] = (32, 64, 128, 256)) -> None:
+        super().__init__()
+        if head not in ("classifier", "embedding"):
+            raise ValueError(f"head must be 'classifier' or 'embedding', got {head!r}")
+        self.head, self.out_dim, self.widths = head, out_dim, tuple(widths)
+        self.register_buffer("mean", torch.tensor([0.5, 0.5, 0.5]).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor([0.25, 0.25, 0.25]).view(1, 3, 1, 1), persistent=False)
+        w1, w2, w3, w4 = widths
+        self.conv1 = nn.Conv2d(3, w1, 3, 2, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(w1)
+        self.relu = nn.ReLU(inplace=True)
+        self.layer1 = BasicBlock(w1, w1, 1)
+        self.layer2 = BasicBlock(w1, w2, 2)
+        self.layer3 = BasicBlock(w2, w3, 2)
+        self.layer4 = BasicBlock(w3, w4, 2)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(w4, out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = (x - self.mean) / self.std
+        x = self.relu(self.bn1(self.conv1(x)))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        x = self.fc(torch.flatten(self.avgpool(x), 1))
+        return F.normalize(x, dim=1) if self.head == "embedding" else x

@@ -1,0 +1,123 @@
+"""Loading models: the shipped SynthBirds / SynthHerd models, and torchvision backbones
+with weights from a path (or torchvision's weight enums when you have a network).
+
+All checkpoints are read with ``torch.load(..., weights_only=True)``: no pickle
+code runs from a file.
+"""
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from ..errors import IndexFileError, InputError
+from ..fileio import atomic_write
+from .small_resnet import SmallResNet
+
+__all__ = ["load_pretrained", "save_checkpoint", "load_checkpoint", "torchvision_backbone", "imagenet_normalize", "model_card", "SHIPPED"]
+
+SHIPPED: dict[str, str] = {
+    "birds": "SmallResNet classifier for SynthBirds (24 classes, 112 px, layer4 7x7x256)",
+    "herd": "SmallResNet embedding for SynthHerd re-identification (128-d cosine, 112 px, layer4 7x7x256)",
+}
+_FORMAT = "xcorr.checkpoint/1"
+
+
+def save_checkpoint(model: SmallResNet, path: str | Path, *, meta: dict[str, Any] | None = None, half: bool = True) -> Path:
+    """Save a SmallResNet (architecture args + state dict, float16 by default) atomically."""
+    state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in model.state_dict().items()}
+    payload = {"format": _FORMAT, "arch": "SmallResNet", "out_dim": model.out_dim, "head": model.head,
+               "widths": list(model.widths), "state_dict": state, "meta": json.dumps(meta or {})}
+    return atomic_write(path, lambda f: torch.save(payload, f))
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> SmallResNet:
+    """Load a checkpoint written by `save_checkpoint` (weights only, validated)."""
+    path = Path(path)
+    if not path.is_file():
+        raise IndexFileError(f"no checkpoint at {path}")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:
+        raise IndexFileError(f"{path} is not a readable checkpoint ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(payload, dict) or payload.get("format") != _FORMAT or payload.get("arch") != "SmallResNet":
+        raise IndexFileError(f"{path} is not an xcorr SmallResNet checkpoint")
+    model = SmallResNet(payload["out_dim"], payload["head"], tuple(payload["widths"]))
+    try:
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()})
+    except RuntimeError as exc:
+        raise IndexFileError(f"{path} does not match the SmallResNet architecture: {exc}") from exc
+    return model.eval()
+
+
+def _weights_dir() -> Path:
+    return Path(str(resources.files("xcorr_core") / "weights"))
+
+
+def model_card() -> dict[str, Any]:
+    """Training figures of the shipped models (from ``weights/model_card.json``)."""
+    p = _weights_dir() / "model_card.json"
+    return json.loads(p.read_text()) if p.is_file() else {}
+
+
+def load_pretrained(name: Literal["birds", "herd"]) -> SmallResNet:
+    """A shipped model in eval mode: ``"birds"`` (classifier) or ``"herd"`` (re-ID embedding)."""
+    if name not in SHIPPED:
+        raise InputError(f"no shipped model {name!r}; shipped: {', '.join(SHIPPED)}")
+    path = _weights_dir() / f"{name}_smallresnet.pt"
+    if not path.is_file():
+        raise IndexFileError(f"shipped weights {path} are missing; run scripts/train_models.py to make them")
+    return load_checkpoint(path)
+
+
+def imagenet_normalize() -> nn.Module:
+    """The ImageNet mean/std normalisation torchvision models expect (inputs in [0, 1])."""
+    from torchvision import transforms as T
+
+    return T.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])
+
+
+def torchvision_backbone(arch: Literal["resnet50", "vgg16", "resnet18", "resnet101"], weights: str | Path | None = None,
+                         *, enum: str | None = None, num_classes: int | None = None) -> nn.Module:
+    """A torchvision model with weights from a file you give, or from a weight enum.
+
+    Args:
+        arch: torchvision constructor name.
+        weights: path to a state dict (``.pt``/``.pth``) saved from the same architecture;
+            loaded with ``weights_only=True``. A checkpoint dict with a ``state_dict`` key also works.
+        enum: name of a torchvision weight enum such as ``"IMAGENET1K_V2"`` (needs a network
+            the first time; torchvision caches the file).
+        num_classes: replace the classifier's output size (e.g. 200 for CUB) before loading.
+
+    Returns the model in eval mode. Inputs must be normalised with `imagenet_normalize`.
+    """
+    import torchvision
+
+    if arch not in ("resnet50", "vgg16", "resnet18", "resnet101"):
+        raise InputError(f"unsupported arch {arch!r}")
+    if weights is not None and enum is not None:
+        raise InputError("give either weights (a path) or enum, not both")
+    ctor = getattr(torchvision.models, arch)
+    kwargs: dict[str, Any] = {}
+    if num_classes is not None:
+        kwargs["num_classes"] = num_classes
+    model = ctor(weights=enum, **kwargs) if enum is not None else ctor(weights=None, **kwargs)
+    if weights is not None:
+        path = Path(weights)
+        if not path.is_file():
+            raise IndexFileError(f"no weights file at {path}")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise IndexFileError(f"{path} is not a readable weights file ({type(exc).__name__}: {exc})") from exc
+        if isinstance(state, dict) and "state_dict" in state:
+            state = state["state_dict"]
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            raise IndexFileError(f"{path} does not fit torchvision {arch}: {exc}") from exc
+    return model.eval()

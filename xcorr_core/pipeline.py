@@ -1,0 +1,373 @@
+"""`Pipeline`: a typed spec that chains feature extraction, a gallery index, optional
+re-rankers, a decision rule, explainers and metrics — and the runner that executes it.
+
+A spec comes from Python (`PipelineSpec(...)`) or a YAML/JSON file
+(`PipelineSpec.from_file`). `Pipeline(spec)` validates everything up front
+(component names, configs, layer names, what each explainer/metric needs) and
+raises `ConfigError` saying where in the spec the problem is. Depends on the
+core only.
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import yaml
+from pydantic import BaseModel, Field, SerializeAsAny, ValidationError
+from torch import nn
+from tqdm.auto import tqdm
+
+from . import registry
+from .components import Case
+from .errors import ConfigError, InputError, LayerNotFoundError
+from .features import FeatureExtractor
+from .index import GalleryIndex
+from .knn import majority_vote
+from .results import Explanation, MetricResult, Ranking, Tensor, TensorModel
+from .store import SpatialStore
+from .components import StrictConfig
+
+__all__ = ["PipelineSpec", "ComponentSpec", "FeatureSpec", "IndexSpec", "DecisionSpec", "ExplainSelection",
+           "Pipeline", "MethodResult", "RunResult"]
+
+METRIC_INPUTS = frozenset({"predictions", "targets", "confidences", "explanations"})
+
+
+class ComponentSpec(StrictConfig):
+    """A component by registered name, with its config."""
+
+    name: str
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+class FeatureSpec(StrictConfig):
+    """Which model and layers produce the features."""
+
+    model: str = Field("birds", description="a shipped model name ('birds', 'herd') or a checkpoint path; ignored when a model is passed to Pipeline()")
+    pooled_layer: str = Field("layer4", description="layer whose global-average-pooled vector is searched")
+    spatial_layer: str | None = Field("layer4", description="layer whose spatial maps re-rankers compare (None: no re-ranking)")
+    batch_size: int = Field(64, ge=1)
+
+
+class IndexSpec(StrictConfig):
+    metric: Literal["cosine", "ip", "l2"] = "cosine"
+    kind: Literal["flat", "hnsw"] = "flat"
+
+
+class DecisionSpec(StrictConfig):
+    """Majority vote over the top k (k = 20 in the EMD/CHM-Corr paper)."""
+
+    rule: Literal["majority"] = "majority"
+    k: int = Field(20, ge=1)
+    tie_break: Literal["lowest_label", "nearest"] = "lowest_label"
+
+
+class ExplainSelection(StrictConfig):
+    """Which queries get explanations: the first ``correct`` right and ``wrong`` wrong ones per method."""
+
+    correct: int = Field(1, ge=0)
+    wrong: int = Field(1, ge=0)
+
+
+class PipelineSpec(StrictConfig):
+    """The whole pipeline. Defaults reproduce the paper's kNN (k = 20) with an N = 50 shortlist."""
+
+    features: FeatureSpec = Field(default_factory=FeatureSpec)
+    index: IndexSpec = Field(default_factory=IndexSpec)
+    shortlist: int = Field(50, ge=1, description="candidates re-rankers see (N)")
+    rerankers: list[ComponentSpec] = Field(default_factory=list)
+    all_rerankers: bool = Field(False, description="also run every installed re-ranker with its default config")
+    decision: DecisionSpec = Field(default_factory=DecisionSpec)
+    explainers: list[ComponentSpec] = Field(default_factory=lambda: [ComponentSpec(name="nearest_neighbours")])
+    metrics: list[ComponentSpec] = Field(default_factory=lambda: [ComponentSpec(name="top1_accuracy"), ComponentSpec(name="mean_confidence")])
+    explain: ExplainSelection = Field(default_factory=ExplainSelection)
+    seed: int = 0
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "PipelineSpec":
+        """Load a spec from ``.yaml``/``.yml`` or ``.json``; errors name the file and field."""
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise ConfigError(f"cannot read pipeline spec {path}: {exc}") from exc
+        try:
+            data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        except (ValueError, yaml.YAMLError) as exc:
+            raise ConfigError(f"{path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}") from exc
+        return cls.parse(data, source=str(path))
+
+    @classmethod
+    def parse(cls, data: Any, source: str = "spec") -> "PipelineSpec":
+        """Validate a dict; `ConfigError` names the offending location, e.g. ``rerankers[0].name``."""
+        try:
+            return cls.model_validate(data or {})
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            loc = _loc(err["loc"])
+            raise ConfigError(f"{source}: {loc}: {err['msg']}", field=loc) from exc
+
+
+def _loc(parts: tuple[Any, ...] | list[Any]) -> str:
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out or "(root)"
+
+
+class MethodResult(TensorModel):
+    """Outcome of one classifier (kNN or kNN + a re-ranker) on one data set.
+
+    Attributes:
+        method: ``"knn"`` or the re-ranker's name.
+        predictions, targets: long `[Q]`; confidences `[Q]` (votes / k).
+        neighbour_ids: long `[Q, k]` gallery ids that voted, best first.
+        metrics: metric name -> result.
+        explanations: explanations of the selected queries.
+        seconds: wall time of this method's decisions (excluding feature extraction).
+    """
+
+    method: str
+    predictions: Tensor
+    targets: Tensor
+    confidences: Tensor
+    neighbour_ids: Tensor
+    metrics: dict[str, MetricResult] = Field(default_factory=dict)
+    explanations: list[SerializeAsAny[Explanation]] = Field(default_factory=list)
+    seconds: float = 0.0
+
+
+class RunResult(TensorModel):
+    """All methods on one data set."""
+
+    dataset: str
+    n: int
+    methods: dict[str, MethodResult]
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        """method -> metric name -> value."""
+        return {m: {k: r.value for k, r in res.metrics.items()} for m, res in self.methods.items()}
+
+
+class _Built(BaseModel):
+    model_config = {"arbitrary_types_allowed": True}
+    rerankers: list[tuple[str, Any]]
+    explainers: list[Any]
+    metrics: list[tuple[str, Any]]
+
+
+def _load_model(name: str) -> nn.Module:
+    from .models import SHIPPED, load_checkpoint, load_pretrained
+
+    if name in SHIPPED:
+        return load_pretrained(name)  # type: ignore[arg-type]
+    if Path(name).is_file():
+        return load_checkpoint(name)
+    raise ConfigError(f"features.model: {name!r} is neither a shipped model ({', '.join(SHIPPED)}) nor a checkpoint file", field="features.model")
+
+
+class Pipeline:
+    """A validated, runnable pipeline.
+
+    Args:
+        spec: the `PipelineSpec` (or a dict / path to a YAML/JSON file).
+        model: the feature model; default: ``spec.features.model``.
+        work_dir: where the gallery index and spatial store are written (default: a temp dir).
+
+    Example:
+        >>> pipe = Pipeline(PipelineSpec(decision={"k": 20}))
+        >>> pipe.fit(SynthBirds("train"))
+        >>> result = pipe.run(SynthBirds("test"), name="test")
+        >>> result.summary()["knn"]["top1_accuracy"]
+    """
+
+    def __init__(self, spec: PipelineSpec | dict[str, Any] | str | Path | None = None, *, model: nn.Module | None = None,
+                 work_dir: str | Path | None = None) -> None:
+        if spec is None:
+            spec = PipelineSpec()
+        elif isinstance(spec, (str, Path)):
+            spec = PipelineSpec.from_file(spec)
+        elif isinstance(spec, dict):
+            spec = PipelineSpec.parse(spec)
+        self.spec = spec
+        self.model = model if model is not None else _load_model(spec.features.model)
+        self._built = self._build()
+        layers = [spec.features.pooled_layer] + ([spec.features.spatial_layer] if spec.features.spatial_layer else [])
+        try:
+            self.extractor = FeatureExtractor(self.model, layers)
+        except LayerNotFoundError as exc:
+            bad = "features.pooled_layer" if spec.features.pooled_layer not in dict(self.model.named_modules()) else "features.spatial_layer"
+            raise ConfigError(f"{bad}: {exc}", field=bad) from exc
+        self._tmp = tempfile.TemporaryDirectory(prefix="xcorr-") if work_dir is None else None
+        self.work_dir = Path(work_dir) if work_dir is not None else Path(self._tmp.name)  # type: ignore[union-attr]
+        self.index: GalleryIndex | None = None
+        self.store: SpatialStore | None = None
+        self.gallery: Any = None
+
+    # -- validation -----------------------------------------------------------------
+    def _build(self) -> _Built:
+        spec = self.spec
+        rr_specs = list(spec.rerankers)
+        if spec.all_rerankers:
+            named = {r.name for r in rr_specs}
+            rr_specs += [ComponentSpec(name=c.name) for c in registry.components("reranker") if c.name not in named]
+
+        def make(kind: str, where: str, cs: ComponentSpec) -> Any:
+            try:
+                return registry.create(kind, cs.name, **cs.config)
+            except ConfigError as exc:
+                raise ConfigError(f"{where}.config: {exc}", field=f"{where}.config.{exc.field}") from exc
+            except LookupError as exc:
+                raise ConfigError(f"{where}.name: {exc}", field=f"{where}.name") from exc
+
+        rerankers = [(cs.name, make("reranker", f"rerankers[{i}]", cs)) for i, cs in enumerate(rr_specs)]
+        if rerankers and not spec.features.spatial_layer:
+            raise ConfigError("rerankers need spatial maps but features.spatial_layer is null", field="features.spatial_layer")
+        if rerankers and spec.decision.k > spec.shortlist:
+            raise ConfigError(f"decision.k={spec.decision.k} exceeds shortlist={spec.shortlist}", field="decision.k")
+        available = set(Case.model_fields) - ({"ranking", "shortlist_ids"} if not rerankers else set())
+        explainers = []
+        for i, cs in enumerate(spec.explainers):
+            ex = make("explainer", f"explainers[{i}]", cs)
+            missing = set(getattr(ex, "requires", ())) - available
+            if missing:
+                raise ConfigError(f"explainers[{i}] ({cs.name}) needs {sorted(missing)}, which this pipeline does not produce",
+                                  field=f"explainers[{i}]")
+            explainers.append(ex)
+        metrics = []
+        for i, cs in enumerate(spec.metrics):
+            m = make("metric", f"metrics[{i}]", cs)
+            missing = set(getattr(m, "requires", ())) - METRIC_INPUTS
+            if missing:
+                raise ConfigError(f"metrics[{i}] ({cs.name}) needs {sorted(missing)}; a pipeline provides {sorted(METRIC_INPUTS)}",
+                                  field=f"metrics[{i}]")
+            metrics.append((cs.name, m))
+        return _Built(rerankers=rerankers, explainers=explainers, metrics=metrics)
+
+    @property
+    def methods(self) -> list[str]:
+        """Classifier names this pipeline runs: ``"knn"`` then each re-ranker."""
+        return ["knn"] + [n for n, _ in self._built.rerankers]
+
+    def _device(self) -> torch.device:
+        p = next(self.model.parameters(), None)
+        return p.device if p is not None else torch.device("cpu")
+
+    # -- gallery ----------------------------------------------------------------------
+    def fit(self, gallery: Any, *, labels: torch.Tensor | None = None, progress: bool | None = None) -> "Pipeline":
+        """Index ``gallery`` (a Dataset of ``(image, label)``); store its spatial maps if re-rankers need them."""
+        if len(gallery) == 0:
+            raise InputError("the gallery is empty")
+        if labels is None:
+            labels = getattr(gallery, "labels", None)
+            if labels is None:
+                labels = torch.tensor([int(gallery[i][1]) for i in range(len(gallery))])
+        labels = torch.as_tensor(labels, dtype=torch.int64)
+        if labels.shape != (len(gallery),):
+            raise InputError(f"labels must be [{len(gallery)}], got {list(labels.shape)}")
+        need = max(self.spec.decision.k, self.spec.shortlist if self._built.rerankers else 0)
+        if need > len(gallery):
+            raise InputError(f"the gallery has {len(gallery)} items but the pipeline needs {need} neighbours per query")
+        f = self.spec.features
+        store_maps = bool(self._built.rerankers)
+        self.store, pooled = None, []
+        for start, feats in self.extractor.iter_batches(gallery, batch_size=f.batch_size, device=self._device(), progress=progress, desc="gallery"):
+            pooled.append(feats.pooled[f.pooled_layer].detach().cpu())
+            if store_maps:
+                maps = feats.maps[f.spatial_layer]
+                if self.store is None:
+                    self.store = SpatialStore.create(self.work_dir / "gallery_maps", len(gallery), tuple(maps.shape[1:]), layer=f.spatial_layer or "")
+                self.store.write(start, maps)
+        if self.store is not None:
+            self.store = self.store.finalize()
+        vecs = torch.cat(pooled)
+        self.index = GalleryIndex(vecs.shape[1], self.spec.index.metric, self.spec.index.kind)
+        self.index.add(vecs, labels)
+        self.index.save(self.work_dir / "gallery.index")
+        self.gallery = gallery
+        self.num_classes = int(labels.max()) + 1
+        return self
+
+    # -- running ----------------------------------------------------------------------
+    def run(self, data: Any, *, name: str = "data", targets: torch.Tensor | None = None, progress: bool | None = None) -> RunResult:
+        """Classify every item of ``data`` with each method; compute metrics and explanations."""
+        if self.index is None:
+            raise InputError("call fit(gallery) before run()")
+        if len(data) == 0:
+            raise InputError(f"data set {name!r} is empty")
+        torch.manual_seed(self.spec.seed)
+        spec, f = self.spec, self.spec.features
+        if targets is None:
+            targets = getattr(data, "labels", None)
+            if targets is None:
+                targets = torch.tensor([int(data[i][1]) for i in range(len(data))])
+        targets = torch.as_tensor(targets, dtype=torch.int64)
+        pooled, maps = [], []
+        for _, feats in self.extractor.iter_batches(data, batch_size=f.batch_size, device=self._device(), progress=progress, desc=name):
+            pooled.append(feats.pooled[f.pooled_layer].detach().cpu())
+            if self._built.rerankers:
+                maps.append(feats.maps[f.spatial_layer].detach())
+        q = torch.cat(pooled)
+        k = spec.decision.k
+        n_short = spec.shortlist if self._built.rerankers else k
+        t0 = time.perf_counter()
+        res = self.index.search(q, n_short)
+        methods: dict[str, MethodResult] = {}
+        pred, votes = majority_vote(res.labels[:, :k], self.num_classes, spec.decision.tie_break)
+        knn_cases = lambda i: Case(query_id=i, target=int(targets[i]), prediction=int(pred[i]), confidence=float(votes[i]) / k,  # noqa: E731
+                                   neighbour_ids=res.ids[i, :k], neighbour_labels=res.labels[i, :k], neighbour_scores=res.scores[i, :k], method="knn")
+        methods["knn"] = self._finish("knn", pred, votes.float() / k, targets, res.ids[:, :k], knn_cases, data, time.perf_counter() - t0)
+        if self._built.rerankers:
+            qmaps = torch.cat(maps)
+            for rname, rr in self._built.rerankers:
+                methods[rname] = self._rerank(rname, rr, qmaps, res, targets, data, progress)
+        return RunResult(dataset=name, n=len(data), methods=methods)
+
+    def _rerank(self, rname: str, rr: Any, qmaps: torch.Tensor, res: Any, targets: torch.Tensor, data: Any, progress: bool | None) -> MethodResult:
+        k = self.spec.decision.k
+        assert self.store is not None
+        t0 = time.perf_counter()
+        nq = qmaps.shape[0]
+        order_ids = torch.empty(nq, k, dtype=torch.int64)
+        order_labels = torch.empty(nq, k, dtype=torch.int64)
+        order_scores = torch.empty(nq, k)
+        rankings: dict[int, Ranking] = {}
+        dev = qmaps.device
+        for i in tqdm(range(nq), desc=rname, disable=(None if progress is None else not progress), leave=False):
+            cands = self.store.get(res.positions[i], device=dev)
+            ranking = rr.rerank(qmaps[i].float(), cands)
+            if not isinstance(ranking, Ranking):
+                raise InputError(f"re-ranker {rname!r} returned {type(ranking).__name__}, not a Ranking")
+            top = ranking.order[:k].cpu()
+            order_ids[i], order_labels[i] = res.ids[i][top], res.labels[i][top]
+            order_scores[i] = ranking.scores.cpu()[top]
+            rankings[i] = ranking.to("cpu")
+        pred, votes = majority_vote(order_labels, self.num_classes, self.spec.decision.tie_break)
+        cases = lambda i: Case(query_id=i, target=int(targets[i]), prediction=int(pred[i]), confidence=float(votes[i]) / k,  # noqa: E731
+                               neighbour_ids=order_ids[i], neighbour_labels=order_labels[i], neighbour_scores=order_scores[i],
+                               ranking=rankings[i], shortlist_ids=res.ids[i], method=rname,
+                               grid=tuple(self.store.map_shape[1:]))
+        return self._finish(rname, pred, votes.float() / k, targets, order_ids, cases, data, time.perf_counter() - t0)
+
+    def _finish(self, method: str, pred: torch.Tensor, conf: torch.Tensor, targets: torch.Tensor, ids: torch.Tensor,
+                case_of: Any, data: Any, seconds: float) -> MethodResult:
+        correct = (pred == targets).nonzero().flatten().tolist()
+        wrong = (pred != targets).nonzero().flatten().tolist()
+        chosen = correct[: self.spec.explain.correct] + wrong[: self.spec.explain.wrong]
+        explanations: list[Explanation] = []
+        for i in chosen:
+            case = case_of(i)
+            img = data[i][0]
+            case.image = img if isinstance(img, torch.Tensor) else None
+            for ex in self._built.explainers:
+                explanations.append(ex.explain(case))
+        inputs = {"predictions": pred, "targets": targets, "confidences": conf, "explanations": explanations}
+        metrics = {}
+        for mname, m in self._built.metrics:
+            metrics[mname] = m.compute(**{key: inputs[key] for key in m.requires})
+        return MethodResult(method=method, predictions=pred, targets=targets, confidences=conf, neighbour_ids=ids,
+                            metrics=metrics, explanations=explanations, seconds=seconds)
