@@ -102,18 +102,18 @@ class BirdAnnotation(BaseModel):
     scale: float
 
 
-# canonical keypoints (bird faces +x; y down); the tail tip depends on the tail shape
+# canonical keypoints (bird faces +x; y down), each inside the part it names
 _KP_CANON = {
-    "crown": (24.0, -25.0), "eye": (28.0, -16.0), "throat": (31.0, -5.0), "breast": (18.0, 5.0),
-    "belly": (2.0, 12.0), "back": (-4.0, -14.0), "wing": (-6.0, -1.0), "leg": (1.0, 27.0),
+    "crown": (23.0, -20.0), "eye": (28.0, -16.0), "throat": (29.0, -7.0), "breast": (18.0, 5.0),
+    "belly": (2.0, 12.0), "back": (-4.0, -13.0), "wing": (-6.0, -1.0), "leg": (-2.3, 24.0),
 }
 _BEAK_LEN = {"short": 8.0, "long": 16.0, "hooked": 11.0}
-_TAIL_TIP = {"pointed": (-50.0, 6.0), "fan": (-44.0, 2.0), "forked": (-47.0, 2.0)}
+_TAIL_KP = {"pointed": (-34.0, 3.0), "fan": (-36.0, 2.0), "forked": (-30.0, 1.0)}
 
 
 def _canon_keypoints(attrs: dict[str, str]) -> torch.Tensor:
-    beak = (33.0 + _BEAK_LEN[attrs["beak_shape"]], -13.0 if attrs["beak_shape"] != "hooked" else -10.0)
-    pts = {**_KP_CANON, "beak": beak, "tail": _TAIL_TIP[attrs["tail_shape"]]}
+    beak = (32.0 + 0.45 * _BEAK_LEN[attrs["beak_shape"]], -13.0)
+    pts = {**_KP_CANON, "beak": beak, "tail": _TAIL_KP[attrs["tail_shape"]]}
     return torch.tensor([pts[p] for p in PART_NAMES])
 
 

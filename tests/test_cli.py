@@ -1,0 +1,57 @@
+"""CLI: version, plugin listing (failures named, not fatal), the demo's outputs."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+import xcorr_core as xc
+from xcorr_core import cli, registry
+
+
+def test_version(capsys) -> None:
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--version"])
+    assert e.value.code == 0 and xc.__version__ in capsys.readouterr().out
+
+
+def test_plugins_lists_failures(monkeypatch, capsys) -> None:
+    class EP:
+        name, dist = "broken", types.SimpleNamespace(version="1.2")
+
+        def load(self):
+            raise ModuleNotFoundError("No module named 'cupy'")
+
+    monkeypatch.setattr(registry.md, "entry_points", lambda group: [EP()] if group == "xcorr" else [])
+    xc.reload_plugins()
+    assert cli.main(["plugins"]) == 0
+    out = capsys.readouterr().out
+    assert "broken 1.2  [FAILED: ModuleNotFoundError: No module named 'cupy'" in out and "nearest_neighbours" in out
+    assert cli.main(["plugins", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert {d["name"]: d["error"] for d in data}["broken"].startswith("ModuleNotFoundError")
+
+
+def test_console_script_runs() -> None:
+    exe = Path(sys.executable).with_name("xcorr")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "xcorr_core.cli"]
+    out = subprocess.run(cmd + ["components", "--json"], capture_output=True, text=True, check=True).stdout
+    assert "top1_accuracy" in {c["name"] for c in json.loads(out)}
+
+
+def test_quick_demo_writes_report_figures_and_html(tmp_path: Path) -> None:
+    assert cli.main(["demo", "--out", str(tmp_path), "--quick", "--no-progress"]) == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    titles = [s["title"] for s in report["sections"]]
+    assert all(s["error"] is None for s in report["sections"]), report["sections"]
+    cls = next(s for s in report["sections"] if s["title"].startswith("SynthBirds classification"))
+    assert set(cls["report"]["results"]) == {"test", "sticker", "style"}
+    assert 0 <= cls["report"]["results"]["test"]["knn"]["top1_accuracy"] <= 1
+    figs = [f for s in report["sections"] for f in s["figures"]]
+    assert figs and all((tmp_path / f).stat().st_size > 1000 for f in figs)
+    html = (tmp_path / "index.html").read_text()
+    assert all(f in html for f in figs) and len(titles) >= 3

@@ -1,0 +1,113 @@
+"""Pipeline: validation up front with located errors; results equal the parts run by hand."""
+from __future__ import annotations
+
+import types
+from pathlib import Path
+
+import pytest
+import torch
+
+import xcorr_core as xc
+from xcorr_core.demo import demo_spec_path
+
+
+class ReverseReRanker(xc.ReRanker):
+    """Reverses the shortlist: makes the re-ranked decision differ from kNN in a known way."""
+
+    name = "test_reverse"
+    summary = "reverse order"
+
+    def rerank(self, query: torch.Tensor, candidates: torch.Tensor) -> xc.Ranking:
+        n = candidates.shape[0]
+        scores = torch.arange(n, dtype=torch.float32)
+        return xc.Ranking(order=torch.argsort(scores, descending=True), scores=scores,
+                          pairs=torch.stack([torch.arange(5).expand(n, 5)] * 2, 2).contiguous(), weights=torch.ones(n, 5))
+
+
+def _register() -> None:
+    mod = types.ModuleType("p")
+    mod.register_rerankers = xc.hookimpl(lambda register: register(ReverseReRanker))
+    assert xc.register_plugin(mod, name="p").error is None
+
+
+@pytest.mark.parametrize("spec, where", [
+    ({"rerankers": [{"name": "nope"}]}, "rerankers[0].name"),
+    ({"explainers": [{"name": "nearest_neighbours", "config": {"top": 0}}]}, "explainers[0].config"),
+    ({"metrics": [{"name": "top1_accuracy", "config": {"x": 1}}]}, "metrics[0].config"),
+    ({"decision": {"k": 0}}, "decision.k"),
+    ({"features": {"pooled_layer": "layer9"}}, "features.pooled_layer"),
+    ({"shortlist": 10, "rerankers": [{"name": "test_reverse"}]}, "decision.k"),
+    ({"features": {"spatial_layer": None}, "rerankers": [{"name": "test_reverse"}]}, "features.spatial_layer"),
+    ({"surprise": 1}, "surprise"),
+])
+def test_build_errors_say_where(spec, where, tiny_model) -> None:
+    _register()
+    with pytest.raises(xc.ConfigError) as e:
+        xc.Pipeline(spec, model=tiny_model)
+    assert str(e.value).split(":")[0].endswith(where) or where in str(e.value)
+
+
+def test_explainer_needing_a_ranking_without_rerankers(tiny_model) -> None:
+    class NeedsRanking(xc.Explainer):
+        name, summary = "needs_ranking", "x"
+        requires = frozenset({"ranking"})
+
+        def explain(self, case):
+            ...
+
+    mod = types.ModuleType("q")
+    mod.register_explainers = xc.hookimpl(lambda register: register(NeedsRanking))
+    xc.register_plugin(mod, name="q")
+    with pytest.raises(xc.ConfigError, match=r"explainers\[0\].*ranking"):
+        xc.Pipeline({"explainers": [{"name": "needs_ranking"}]}, model=tiny_model)
+
+
+def test_spec_files(tmp_path: Path) -> None:
+    assert xc.PipelineSpec.from_file(demo_spec_path()).decision.k == 20
+    root = Path(__file__).resolve().parents[1]
+    assert (root / "examples" / "demo_pipeline.yaml").read_text() == demo_spec_path().read_text()
+    (tmp_path / "s.yaml").write_text("decision:\n  k: -3\n")
+    with pytest.raises(xc.ConfigError, match=r"s\.yaml: decision\.k"):
+        xc.PipelineSpec.from_file(tmp_path / "s.yaml")
+    (tmp_path / "s.json").write_text("{bad")
+    with pytest.raises(xc.ConfigError, match="not valid JSON"):
+        xc.PipelineSpec.from_file(tmp_path / "s.json")
+
+
+def test_run_equals_parts_by_hand(tiny_model, tiny_birds) -> None:
+    _register()
+    train, test = tiny_birds
+    pipe = xc.Pipeline({"shortlist": 30, "decision": {"k": 10}, "rerankers": [{"name": "test_reverse"}],
+                        "explain": {"correct": 2, "wrong": 2}}, model=tiny_model)
+    assert pipe.methods == ["knn", "test_reverse"]
+    with pytest.raises(xc.InputError, match="fit"):
+        pipe.run(test)
+    pipe.fit(train, progress=False)
+    res = pipe.run(test, name="test", progress=False)
+    # by hand: features, index, vote
+    fx = xc.FeatureExtractor(tiny_model, ["layer4"])
+    gq = fx.extract(train, progress=False, keep_maps=False).pooled["layer4"]
+    qq = fx.extract(test, progress=False, keep_maps=False).pooled["layer4"]
+    idx = xc.GalleryIndex(gq.shape[1])
+    idx.add(gq, train.labels)
+    knn = xc.KNNClassifier(idx, k=10, num_classes=24).predict(qq)
+    assert torch.equal(res.methods["knn"].predictions, knn.predictions)
+    torch.testing.assert_close(res.methods["knn"].confidences, knn.confidences)
+    # reversing the 30-shortlist means the bottom 10 of the top 30 vote
+    far = idx.search(qq, 30).labels.flip(1)[:, :10]
+    assert torch.equal(res.methods["test_reverse"].predictions, xc.majority_vote(far, 24)[0])
+    m = res.methods["knn"].metrics["top1_accuracy"]
+    assert m.value == pytest.approx(float((knn.predictions == test.labels).float().mean()))
+    exps = res.methods["test_reverse"].explanations
+    assert exps and all(e.patch_pairs is not None and e.grid == (7, 7) for e in exps)
+    back = xc.RunResult.from_json(res.to_json())
+    assert torch.equal(back.methods["knn"].predictions, res.methods["knn"].predictions)
+
+
+def test_gallery_errors(tiny_model, tiny_birds) -> None:
+    train, _ = tiny_birds
+    pipe = xc.Pipeline({"decision": {"k": 20}}, model=tiny_model)
+    with pytest.raises(xc.InputError, match="empty"):
+        pipe.fit(torch.utils.data.Subset(train, []))
+    with pytest.raises(xc.InputError, match="needs 20 neighbours"):
+        pipe.fit(torch.utils.data.Subset(train, list(range(10))))
