@@ -6,6 +6,7 @@ PIP := $(PY) -m pip
 PLUGIN_DIRS := $(patsubst %/pyproject.toml,%,$(wildcard plugins/*/pyproject.toml))
 STAMP := $(VENV)/.xcorr-installed
 OUT ?= demo-out
+export NO_MKDOCS_2_WARNING := 1
 
 .PHONY: demo test venv docs bench clean
 

@@ -1,6 +1,7 @@
 """Train the shipped models and write them to xcorr_core/weights/ (float16, a few MB each).
 
     .venv/bin/python scripts/train_models.py [--only birds|herd] [--epochs N]
+    .venv/bin/python scripts/train_models.py --eval-only   # re-measure the shipped files
 
 Prints the test accuracy / retrieval recall and records them in
 xcorr_core/weights/model_card.json (the docs quote these numbers).
@@ -13,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from xcorr_core.models import save_checkpoint
-from xcorr_core.training import train_birds, train_herd
+from xcorr_core.models import load_checkpoint, save_checkpoint
+from xcorr_core.training import birds_test_stats, herd_test_stats, train_birds, train_herd
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "xcorr_core" / "weights"
 
@@ -24,13 +25,20 @@ def main() -> None:
     ap.add_argument("--only", choices=["birds", "herd"])
     ap.add_argument("--epochs", type=int)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--eval-only", action="store_true", help="re-measure the existing weight files; train nothing")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     card_path = WEIGHTS / "model_card.json"
     card = json.loads(card_path.read_text()) if card_path.is_file() else {}
     jobs = {"birds": train_birds, "herd": train_herd}
+    evals = {"birds": birds_test_stats, "herd": herd_test_stats}
     for name, fn in jobs.items():
         if args.only and name != args.only:
+            continue
+        if args.eval_only:
+            stats = evals[name](load_checkpoint(WEIGHTS / f"{name}_smallresnet.pt"))
+            card.setdefault(name, {}).update(stats)
+            print(json.dumps({name: stats}, indent=2))
             continue
         kwargs = {"epochs": args.epochs} if args.epochs else {}
         model, stats = fn(**kwargs)

@@ -72,7 +72,7 @@ def _table(rows: list[list[Any]], header: list[str]) -> str:
 
 def _classification_section(ctx: DemoContext) -> DemoSection:
     spec = PipelineSpec.from_file(demo_spec_path())
-    pipe = Pipeline(spec, model=ctx.birds_model, work_dir=ctx.out / "work")
+    pipe = Pipeline(spec, model=ctx.birds_model)  # index and store in a temp dir: the report stays small
     _log(f"gallery: SynthBirds train, {len(ctx.birds_train)} images; methods: {', '.join(pipe.methods)}")
     pipe.fit(ctx.birds_train, progress=ctx.progress)
     results: list[RunResult] = []

@@ -18,7 +18,10 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    umask = os.umask(0)
+    os.umask(umask)
     try:
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would surprise users of a shared index
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()

@@ -182,7 +182,7 @@ class Pipeline:
         >>> pipe = Pipeline(PipelineSpec(decision={"k": 20}))
         >>> pipe.fit(SynthBirds("train"))
         >>> result = pipe.run(SynthBirds("test"), name="test")
-        >>> result.summary()["knn"]["top1_accuracy"]
+        >>> result.summary()  # {"knn": {"top1_accuracy": ..., "mean_confidence": ...}}
     """
 
     def __init__(self, spec: PipelineSpec | dict[str, Any] | str | Path | None = None, *, model: nn.Module | None = None,
@@ -230,22 +230,15 @@ class Pipeline:
         if rerankers and spec.decision.k > spec.shortlist:
             raise ConfigError(f"decision.k={spec.decision.k} exceeds shortlist={spec.shortlist}", field="decision.k")
         available = set(Case.model_fields) - ({"ranking", "shortlist_ids"} if not rerankers else set())
-        explainers = []
-        for i, cs in enumerate(spec.explainers):
-            ex = make("explainer", f"explainers[{i}]", cs)
-            missing = set(getattr(ex, "requires", ())) - available
+        def checked(kind: str, where: str, cs: ComponentSpec, provided: set[str] | frozenset[str]) -> Any:
+            comp = make(kind, where, cs)
+            missing = set(getattr(comp, "requires", ())) - set(provided)
             if missing:
-                raise ConfigError(f"explainers[{i}] ({cs.name}) needs {sorted(missing)}, which this pipeline does not produce",
-                                  field=f"explainers[{i}]")
-            explainers.append(ex)
-        metrics = []
-        for i, cs in enumerate(spec.metrics):
-            m = make("metric", f"metrics[{i}]", cs)
-            missing = set(getattr(m, "requires", ())) - METRIC_INPUTS
-            if missing:
-                raise ConfigError(f"metrics[{i}] ({cs.name}) needs {sorted(missing)}; a pipeline provides {sorted(METRIC_INPUTS)}",
-                                  field=f"metrics[{i}]")
-            metrics.append((cs.name, m))
+                raise ConfigError(f"{where} ({cs.name}) needs {sorted(missing)}; this pipeline provides {sorted(provided)}", field=where)
+            return comp
+
+        explainers = [checked("explainer", f"explainers[{i}]", cs, available) for i, cs in enumerate(spec.explainers)]
+        metrics = [(cs.name, checked("metric", f"metrics[{i}]", cs, METRIC_INPUTS)) for i, cs in enumerate(spec.metrics)]
         return _Built(rerankers=rerankers, explainers=explainers, metrics=metrics)
 
     @property

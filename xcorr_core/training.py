@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from .data import SynthBirds, SynthHerd
 from .models import SmallResNet
 
-__all__ = ["train_birds", "train_herd", "evaluate_birds", "recall_at_1", "supcon_loss"]
+__all__ = ["train_birds", "train_herd", "evaluate_birds", "recall_at_1", "supcon_loss", "birds_test_stats", "herd_test_stats"]
 
 
 def _augment(x: torch.Tensor, gen: torch.Generator, pad: int = 8) -> torch.Tensor:
@@ -60,13 +60,22 @@ def train_birds(epochs: int = 30, per_class: int = 60, seed: int = 0, lr: float 
             loss.backward()
             opt.step()
             sched.step()
-            tot += float(loss) * len(idx)
+            tot += loss.item() * len(idx)
         log(f"birds epoch {ep + 1}/{epochs} loss {tot / len(train):.4f}")
     model.eval()
-    stats = {"train_images": len(train), "epochs": epochs, "seconds": round(time.time() - t0, 1)}
-    for variant in ("clean", "sticker", "style"):
-        stats[f"test_accuracy_{variant}"] = round(evaluate_birds(model, SynthBirds("test", variant)), 4)
+    stats = {"train_images": len(train), "epochs": epochs, "seconds": round(time.time() - t0, 1), **birds_test_stats(model)}
     return model, stats
+
+
+def birds_test_stats(model: SmallResNet) -> dict[str, float]:
+    """Test accuracy of a SynthBirds classifier on the clean test set and both OOD variants."""
+    return {f"test_accuracy_{v}": round(evaluate_birds(model, SynthBirds("test", v)), 4) for v in ("clean", "sticker", "style")}
+
+
+def herd_test_stats(model: SmallResNet) -> dict[str, float]:
+    """Leave-one-out retrieval recall@1 on held-out (test) and seen (train) individuals."""
+    return {"test_recall_at_1": round(recall_at_1(model, SynthHerd("test")), 4),
+            "train_recall_at_1": round(recall_at_1(model, SynthHerd("train", individuals=40)), 4)}
 
 
 def supcon_loss(emb: torch.Tensor, labels: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
@@ -113,9 +122,7 @@ def train_herd(epochs: int = 25, individuals: int = 300, seed: int = 0, lr: floa
             loss.backward()
             opt.step()
             sched.step()
-            tot += float(loss)
+            tot += loss.item()
         log(f"herd epoch {ep + 1}/{epochs} loss {tot / per_epoch:.4f}")
-    stats = {"train_individuals": individuals, "epochs": epochs, "seconds": round(time.time() - t0, 1),
-             "test_recall_at_1": round(recall_at_1(model, SynthHerd("test")), 4),
-             "train_recall_at_1": round(recall_at_1(model, SynthHerd("train", individuals=40)), 4)}
+    stats = {"train_individuals": individuals, "epochs": epochs, "seconds": round(time.time() - t0, 1), **herd_test_stats(model)}
     return model, stats

@@ -63,7 +63,10 @@ class CUB200(torch.utils.data.Dataset):
         keypoints: `[N, P, 3]` (x, y, visible) in original image pixels (P = 15 in CUB).
         boxes: `[N, 4]` (x0, y0, x1, y1) in original pixels.
         attributes: `[N, A]` binary part attributes (A = 312), or None when the file is absent.
-        paths, labels, class_names, part_names.
+        paths: image paths.
+        labels: long `[N]`, 0-based.
+        class_names: from ``classes.txt``.
+        part_names: from ``parts/parts.txt``.
     """
 
     def __init__(self, root: str | Path, split: Literal["train", "test", "all"] = "train",

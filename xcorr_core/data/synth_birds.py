@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from ..errors import InputError
 from . import _draw as D
+from ._base import UInt8ImageDataset
 
 __all__ = ["SynthBirds", "BirdAnnotation", "PART_NAMES", "ATTRIBUTES", "CLASS_ATTRIBUTES", "CLASS_NAMES"]
 
@@ -118,7 +119,7 @@ def _canon_keypoints(attrs: dict[str, str]) -> torch.Tensor:
 
 
 def _draw_bird(img: torch.Tensor, x: torch.Tensor, y: torch.Tensor, attrs: dict[str, str], body: tuple[float, float, float],
-               gen: torch.Generator, cartoon: bool) -> torch.Tensor:
+               cartoon: bool) -> torch.Tensor:
     """Paint the bird in canonical coordinates (x, y) onto img; return the bird mask."""
     col = {k: torch.tensor(v) for k, v in _COLORS.items()}
     bodyc = torch.tensor(body)
@@ -176,19 +177,19 @@ def _draw_bird(img: torch.Tensor, x: torch.Tensor, y: torch.Tensor, attrs: dict[
     put(beak, col[attrs["beak_color"]])
     D.paint(img, D.ellipse(x, y, 28, -16, 2.3, 2.3), torch.tensor((0.02, 0.02, 0.02)))
     mask = torch.stack(layers).any(0)
-    if cartoon:  # outlines around every part: the unseen rendering style
-        edges = torch.zeros_like(mask)
-        for m in layers + [wing]:
-            edges |= D.outline(m, 1)
-        D.paint(img, edges & mask.logical_or(edges), torch.tensor((0.02, 0.02, 0.02)))
+    if cartoon:  # the unseen rendering style: colours washed towards grey, a heavy ink outline outside the silhouette
+        grey = img[:, mask].mean(0, keepdim=True)
+        img[:, mask] = 0.9 * img[:, mask] + 0.1 * grey + 0.03
+        D.paint(img, D.outline(mask, 2) & ~mask, torch.tensor((0.08, 0.08, 0.1)))
     return mask
 
 
 def _background(gen: torch.Generator, size: int, style: bool) -> torch.Tensor:
-    if style:  # unseen: saturated high-frequency stripes / checkers
+    if style:  # unseen: flat pastel stripes / checkers (training never shows hard geometric backgrounds)
         yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
-        period = 6 + int(torch.randint(6, (1,), generator=gen))
-        a, b = torch.rand(3, generator=gen), torch.rand(3, generator=gen)
+        period = 8 + int(torch.randint(8, (1,), generator=gen))
+        a = torch.rand(3, generator=gen) * 0.3 + 0.6
+        b = a * (0.75 + 0.1 * torch.rand(1, generator=gen))
         if bool(torch.rand(1, generator=gen) < 0.5):
             m = ((xx + yy) // period) % 2 == 0
         else:
@@ -242,7 +243,7 @@ def render_bird(label: int, gen: torch.Generator, size: int, variant: Variant, s
     style = variant == "style"
     bg = _background(bg_gen, size, style)
     img = torch.nn.functional.interpolate(bg[None], size=(S, S), mode="nearest")[0].clone()
-    mask = _draw_bird(img, cx, cy, attrs, body, bg_gen, cartoon=style)
+    mask = _draw_bird(img, cx, cy, attrs, body, cartoon=style)
     # occluding branch on some images (all variants, same geometry)
     occl = torch.zeros(S, S, dtype=torch.bool)
     if bool(torch.rand(1, generator=extra_gen) < 0.25):
@@ -296,7 +297,7 @@ def _generate(split: str, variant: str, seed: int, per_class: int, size: int, nu
     return images, tuple(anns)
 
 
-class SynthBirds(torch.utils.data.Dataset):
+class SynthBirds(UInt8ImageDataset):
     """Fine-grained synthetic birds with parts, as a torch Dataset.
 
     Items are ``(image, label)``: image float `[3, size, size]` in [0, 1], label long.
@@ -345,12 +346,3 @@ class SynthBirds(torch.utils.data.Dataset):
         )
         self.class_names = CLASS_NAMES[:num_classes]
 
-    def __len__(self) -> int:
-        return self.images.shape[0]
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return self.images[i].float() / 255.0, int(self.labels[i])
-
-    def image(self, i: int) -> torch.Tensor:
-        """Image ``i`` as float `[3, H, W]` in [0, 1]."""
-        return self.images[i].float() / 255.0

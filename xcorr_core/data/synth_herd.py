@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from ..errors import InputError
 from . import _draw as D
+from ._base import UInt8ImageDataset
 
 __all__ = ["SynthHerd", "homography_from_points", "apply_homography", "TEX"]
 
@@ -141,7 +142,7 @@ def _generate(split: str, seed: int, individuals: int, photos: int, size: int, p
     return images, visible, Hs, labels
 
 
-class SynthHerd(torch.utils.data.Dataset):
+class SynthHerd(UInt8ImageDataset):
     """Re-identification data: several photos of each patterned individual.
 
     Items are ``(image, individual)``: image float `[3, size, size]` in [0, 1].
@@ -172,14 +173,6 @@ class SynthHerd(torch.utils.data.Dataset):
         self.split, self.seed, self.size, self.photos = split, seed, size, photos
         self.images, self.visible, self.homographies, self.labels = _generate(split, seed, individuals, photos, size, progress)
 
-    def __len__(self) -> int:
-        return self.images.shape[0]
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return self.images[i].float() / 255.0, int(self.labels[i])
-
-    def image(self, i: int) -> torch.Tensor:
-        return self.images[i].float() / 255.0
 
     def true_homography(self, i: int, j: int) -> torch.Tensor:
         """float64 `[3, 3]` mapping pixel coordinates of photo ``i`` to photo ``j`` (same individual)."""
