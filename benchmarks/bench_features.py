@@ -48,7 +48,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()
     torch.manual_seed(0)
-    reps = 3 if args.quick else 7
+    reps = 3 if args.quick else 11
     out = {"threads": torch.get_num_threads(), "results": [
         bench("SmallResNet@112", SmallResNet(24), ["layer4"], torch.rand(64, 3, 112, 112), reps),
         bench("resnet50@224", torchvision.models.resnet50(weights=None), ["layer3", "layer4"], torch.rand(8, 3, 224, 224), reps),

@@ -94,7 +94,8 @@ class FeatureExtractor:
 
     def __call__(self, images: torch.Tensor, *, return_output: bool = False) -> Features:
         """Run the model on ``images`` `[B, 3, H, W]` and return the captured layers."""
-        check_tensor("images", images, ndim=4, floating=True, finite=True, non_empty=True)
+        # NaN/inf are checked on the (much smaller) pooled features below: they propagate there
+        check_tensor("images", images, ndim=4, floating=True, non_empty=True)
         dev = self._param_device()
         if dev is not None and dev != images.device:
             raise InputError(f"images are on {images.device} but the model is on {dev}")
@@ -127,9 +128,13 @@ class FeatureExtractor:
         if missing:
             raise InputError(f"layers {missing} were not executed by the model's forward pass")
         maps = {n: captured[n] for n in self.layers}
+        pooled = {n: _pool(t) for n, t in maps.items()}
+        for n, p in pooled.items():
+            if not bool(torch.isfinite(p).all()):
+                raise InputError(f"features of layer {n!r} contain NaN/inf (from NaN/inf in the images or inside the model)")
         return Features(
             maps=maps,
-            pooled={n: _pool(t) for n, t in maps.items()},
+            pooled=pooled,
             output=output if return_output and isinstance(output, torch.Tensor) else None,
         )
 
