@@ -111,3 +111,24 @@ def test_gallery_errors(tiny_model, tiny_birds) -> None:
         pipe.fit(torch.utils.data.Subset(train, []))
     with pytest.raises(xc.InputError, match="needs 20 neighbours"):
         pipe.fit(torch.utils.data.Subset(train, list(range(10))))
+
+
+def test_batched_rerank_many_gives_the_same_result(tiny_model, tiny_birds) -> None:
+    class Batched(ReverseReRanker):
+        name = "test_reverse_many"
+        calls = 0
+
+        def rerank_many(self, queries, candidates):
+            Batched.calls += 1
+            return [self.rerank(q, c) for q, c in zip(queries, candidates)]
+
+    mod = types.ModuleType("b")
+    mod.register_rerankers = xc.hookimpl(lambda register: (register(ReverseReRanker), register(Batched)))
+    xc.register_plugin(mod, name="b")
+    train, test = tiny_birds
+    pipe = xc.Pipeline({"shortlist": 30, "decision": {"k": 10}, "features": {"batch_size": 16},
+                        "rerankers": [{"name": "test_reverse"}, {"name": "test_reverse_many"}]}, model=tiny_model)
+    res = pipe.fit(train, progress=False).run(test, progress=False)
+    a, b = res.methods["test_reverse"], res.methods["test_reverse_many"]
+    assert torch.equal(a.predictions, b.predictions) and torch.equal(a.neighbour_ids, b.neighbour_ids)
+    assert Batched.calls == (len(test) + 15) // 16

@@ -67,6 +67,9 @@ class ReRanker(Component):
         """Score ``candidates`` `[N, C, H, W]` against ``query`` `[C, H, W]`."""
         raise NotImplementedError
 
+    # Optional: ``rerank_many(queries [Q, C, H, W], candidates [Q, N, C, H, W]) -> list[Ranking]``.
+    # When a re-ranker defines it, pipelines call it with many queries at once.
+
 
 class Case(TensorModel):
     """Everything a pipeline knows about one decision, for an Explainer to read.
@@ -118,7 +121,8 @@ class Metric(Component):
 
     The pipeline calls ``compute`` with keyword arguments named in ``requires``,
     among: ``predictions`` (long `[n]`), ``targets`` (long `[n]`),
-    ``confidences`` (`[n]`), ``explanations`` (list of `Explanation`).
+    ``confidences`` (`[n]`), ``explanations`` (list of `Explanation`),
+    ``neighbour_ids`` and ``neighbour_labels`` (long `[n, k]`, the neighbours that voted).
     """
 
     requires: ClassVar[frozenset[str]] = frozenset({"predictions", "targets"})

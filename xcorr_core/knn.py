@@ -113,11 +113,15 @@ class NeighbourExplanation(Explanation):
     grid: tuple[int, int] | None = None
 
     def plot(self, images: Any = None, ax: Any = None, query: torch.Tensor | None = None, class_names: list[str] | None = None,
-             target: int | None = None) -> Any:
-        """Query and support images in a row; ``images(id) -> [3, H, W]`` fetches gallery images."""
+             target: int | None = None, boxes: bool | None = None) -> Any:
+        """Query and support images; ``images(id) -> [3, H, W]`` fetches gallery images.
+
+        Patch pairs are drawn as boxes unless ``boxes`` is False (default: ``meta["boxes"]``, else True).
+        """
         from .viz import plot_neighbour_explanation
 
-        return plot_neighbour_explanation(self, images=images, query=query, class_names=class_names, target=target)
+        show = boxes if boxes is not None else bool(self.meta.get("boxes", True))
+        return plot_neighbour_explanation(self, images=images, query=query, class_names=class_names, target=target, boxes=show)
 
 
 class KNNClassifier:

@@ -34,7 +34,7 @@ from .components import StrictConfig
 __all__ = ["PipelineSpec", "ComponentSpec", "FeatureSpec", "IndexSpec", "DecisionSpec", "ExplainSelection",
            "Pipeline", "MethodResult", "RunResult"]
 
-METRIC_INPUTS = frozenset({"predictions", "targets", "confidences", "explanations"})
+METRIC_INPUTS = frozenset({"predictions", "targets", "confidences", "explanations", "neighbour_ids", "neighbour_labels"})
 
 
 class ComponentSpec(StrictConfig):
@@ -126,6 +126,7 @@ class MethodResult(TensorModel):
         method: ``"knn"`` or the re-ranker's name.
         predictions, targets: long `[Q]`; confidences `[Q]` (votes / k).
         neighbour_ids: long `[Q, k]` gallery ids that voted, best first.
+        neighbour_labels: long `[Q, k]` their labels.
         metrics: metric name -> result.
         explanations: explanations of the selected queries.
         seconds: wall time of this method's decisions (excluding feature extraction).
@@ -136,6 +137,7 @@ class MethodResult(TensorModel):
     targets: Tensor
     confidences: Tensor
     neighbour_ids: Tensor
+    neighbour_labels: Tensor
     metrics: dict[str, MetricResult] = Field(default_factory=dict)
     explanations: list[SerializeAsAny[Explanation]] = Field(default_factory=list)
     seconds: float = 0.0
@@ -313,7 +315,8 @@ class Pipeline:
         pred, votes = majority_vote(res.labels[:, :k], self.num_classes, spec.decision.tie_break)
         knn_cases = lambda i: Case(query_id=i, target=int(targets[i]), prediction=int(pred[i]), confidence=float(votes[i]) / k,  # noqa: E731
                                    neighbour_ids=res.ids[i, :k], neighbour_labels=res.labels[i, :k], neighbour_scores=res.scores[i, :k], method="knn")
-        methods["knn"] = self._finish("knn", pred, votes.float() / k, targets, res.ids[:, :k], knn_cases, data, time.perf_counter() - t0)
+        methods["knn"] = self._finish("knn", pred, votes.float() / k, targets, res.ids[:, :k], res.labels[:, :k], knn_cases, data,
+                                      time.perf_counter() - t0)
         if self._built.rerankers:
             qmaps = torch.cat(maps)
             for rname, rr in self._built.rerankers:
@@ -330,24 +333,31 @@ class Pipeline:
         order_scores = torch.empty(nq, k)
         rankings: dict[int, Ranking] = {}
         dev = qmaps.device
-        for i in tqdm(range(nq), desc=rname, disable=(None if progress is None else not progress), leave=False):
-            cands = self.store.get(res.positions[i], device=dev)
-            ranking = rr.rerank(qmaps[i].float(), cands)
-            if not isinstance(ranking, Ranking):
-                raise InputError(f"re-ranker {rname!r} returned {type(ranking).__name__}, not a Ranking")
-            top = ranking.order[:k].cpu()
-            order_ids[i], order_labels[i] = res.ids[i][top], res.labels[i][top]
-            order_scores[i] = ranking.scores.cpu()[top]
-            rankings[i] = ranking.to("cpu")
+        many = getattr(rr, "rerank_many", None)
+        step = self.spec.features.batch_size if callable(many) else 1
+        for s0 in tqdm(range(0, nq, step), desc=rname, disable=(None if progress is None else not progress), leave=False):
+            idx = list(range(s0, min(nq, s0 + step)))
+            cands = self.store.get(res.positions[idx].flatten(), device=dev).unflatten(0, (len(idx), -1))
+            if callable(many):
+                out = many(qmaps[idx].float(), cands)
+            else:
+                out = [rr.rerank(qmaps[i].float(), cands[j]) for j, i in enumerate(idx)]
+            for i, ranking in zip(idx, out):
+                if not isinstance(ranking, Ranking):
+                    raise InputError(f"re-ranker {rname!r} returned {type(ranking).__name__}, not a Ranking")
+                top = ranking.order[:k].cpu()
+                order_ids[i], order_labels[i] = res.ids[i][top], res.labels[i][top]
+                order_scores[i] = ranking.scores.cpu()[top]
+                rankings[i] = ranking.to("cpu")
         pred, votes = majority_vote(order_labels, self.num_classes, self.spec.decision.tie_break)
         cases = lambda i: Case(query_id=i, target=int(targets[i]), prediction=int(pred[i]), confidence=float(votes[i]) / k,  # noqa: E731
                                neighbour_ids=order_ids[i], neighbour_labels=order_labels[i], neighbour_scores=order_scores[i],
                                ranking=rankings[i], shortlist_ids=res.ids[i], method=rname,
                                grid=tuple(self.store.map_shape[1:]))
-        return self._finish(rname, pred, votes.float() / k, targets, order_ids, cases, data, time.perf_counter() - t0)
+        return self._finish(rname, pred, votes.float() / k, targets, order_ids, order_labels, cases, data, time.perf_counter() - t0)
 
     def _finish(self, method: str, pred: torch.Tensor, conf: torch.Tensor, targets: torch.Tensor, ids: torch.Tensor,
-                case_of: Any, data: Any, seconds: float) -> MethodResult:
+                labels: torch.Tensor, case_of: Any, data: Any, seconds: float) -> MethodResult:
         correct = (pred == targets).nonzero().flatten().tolist()
         wrong = (pred != targets).nonzero().flatten().tolist()
         chosen = correct[: self.spec.explain.correct] + wrong[: self.spec.explain.wrong]
@@ -358,9 +368,10 @@ class Pipeline:
             case.image = img if isinstance(img, torch.Tensor) else None
             for ex in self._built.explainers:
                 explanations.append(ex.explain(case))
-        inputs = {"predictions": pred, "targets": targets, "confidences": conf, "explanations": explanations}
+        inputs = {"predictions": pred, "targets": targets, "confidences": conf, "explanations": explanations,
+                  "neighbour_ids": ids, "neighbour_labels": labels}
         metrics = {}
         for mname, m in self._built.metrics:
             metrics[mname] = m.compute(**{key: inputs[key] for key in m.requires})
         return MethodResult(method=method, predictions=pred, targets=targets, confidences=conf, neighbour_ids=ids,
-                            metrics=metrics, explanations=explanations, seconds=seconds)
+                            neighbour_labels=labels, metrics=metrics, explanations=explanations, seconds=seconds)

@@ -47,29 +47,44 @@ def _cell_box(ax: Any, idx: int, grid: tuple[int, int], size: tuple[int, int], c
 
 def plot_neighbour_explanation(exp: "NeighbourExplanation", images: Callable[[int], torch.Tensor] | None = None,
                                query: torch.Tensor | None = None, class_names: Sequence[str] | None = None,
-                               target: int | None = None) -> Figure:
-    """The paper's nearest-neighbour explanation: query, then up to 5 support images of the
-    predicted class; with a re-ranker's patch pairs, numbered boxes mark each pair on both sides."""
+                               target: int | None = None, boxes: bool = True) -> Figure:
+    """The paper's nearest-neighbour explanation: the query, then up to 5 support images of the
+    predicted class.
+
+    With a re-ranker's patch pairs (and ``boxes``), each column shows one support image
+    (bottom) under a copy of the query (top); numbered boxes of one colour mark a scored
+    pair on both, labelled with its weight (flow). Without pairs, one row.
+    """
     m = int(exp.support_ids.numel())
-    fig, axes = plt.subplots(1, 1 + max(m, 1), figsize=(1.9 * (1 + max(m, 1)), 2.35), squeeze=False)
-    axes = axes[0]
+    cols = max(m, 1)
     name = (lambda c: class_names[c] if class_names and c is not None and 0 <= c < len(class_names) else str(c))
     ok = None if target is None else target == exp.prediction
     head = f"query (true: {name(target)})" if target is not None else "query"
-    _show(axes[0], query, head)
-    for j in range(m):
-        img = images(int(exp.support_ids[j])) if images is not None else None
-        _show(axes[1 + j], img, f"#{int(exp.support_ranks[j]) + 1} of {exp.k}, sim {float(exp.support_scores[j]):.2f}")
-    if m == 0:
-        _show(axes[1], None, "no support image")
-    if exp.patch_pairs is not None and exp.grid is not None and query is not None:
+    pairs_on = boxes and exp.patch_pairs is not None and exp.grid is not None and query is not None
+    if pairs_on:
+        fig, axes = plt.subplots(2, cols, figsize=(2.0 * cols, 4.4), squeeze=False)
         size = tuple(query.shape[-2:])
         for j in range(m):
+            _show(axes[0][j], query, head if j == 0 else "query")
+            img = images(int(exp.support_ids[j])) if images is not None else None
+            _show(axes[1][j], img, f"#{int(exp.support_ranks[j]) + 1} of {exp.k}, score {float(exp.support_scores[j]):.3f}")
             for l, (qi, ci) in enumerate(exp.patch_pairs[j].tolist()):
                 col = PAIR_COLORS[l % len(PAIR_COLORS)]
-                if j == 0:
-                    _cell_box(axes[0], qi, exp.grid, size, col, str(l + 1))
-                _cell_box(axes[1 + j], ci, exp.grid, size, col, str(l + 1))
+                w = f"{float(exp.patch_weights[j, l]):.2g}" if exp.patch_weights is not None else ""
+                _cell_box(axes[0][j], qi, exp.grid, size, col, str(l + 1))
+                _cell_box(axes[1][j], ci, exp.grid, size, col, f"{l + 1}" + (f":{w}" if w else ""))
+        if m == 0:
+            _show(axes[0][0], query, head)
+            _show(axes[1][0], None, "no support image")
+    else:
+        fig, axes = plt.subplots(1, 1 + cols, figsize=(1.9 * (1 + cols), 2.35), squeeze=False)
+        axes = axes[0]
+        _show(axes[0], query, head)
+        for j in range(m):
+            img = images(int(exp.support_ids[j])) if images is not None else None
+            _show(axes[1 + j], img, f"#{int(exp.support_ranks[j]) + 1} of {exp.k}, score {float(exp.support_scores[j]):.3f}")
+        if m == 0:
+            _show(axes[1], None, "no support image")
     verdict = "" if ok is None else (" — correct" if ok else " — WRONG")
     conf = f", confidence {exp.confidence:.0%}" if exp.confidence is not None else ""
     fig.suptitle(f"{exp.method}: predicted {name(exp.prediction)}{conf}{verdict}", fontsize=10,
