@@ -132,3 +132,21 @@ def test_batched_rerank_many_gives_the_same_result(tiny_model, tiny_birds) -> No
     a, b = res.methods["test_reverse"], res.methods["test_reverse_many"]
     assert torch.equal(a.predictions, b.predictions) and torch.equal(a.neighbour_ids, b.neighbour_ids)
     assert Batched.calls == (len(test) + 15) // 16
+
+
+def test_cases_and_explain_match_run(tiny_model, tiny_birds) -> None:
+    _register()
+    train, test = tiny_birds
+    pipe = xc.Pipeline({"shortlist": 30, "decision": {"k": 10}, "rerankers": [{"name": "test_reverse"}]}, model=tiny_model)
+    res = pipe.fit(train, progress=False).run(test, progress=False)
+    idx = [3, 0, 17]
+    for method in ("knn", "test_reverse"):
+        cases = pipe.cases(test, idx, method=method)
+        assert [c.query_id for c in cases] == idx
+        assert [c.prediction for c in cases] == res.methods[method].predictions[idx].tolist()
+        assert all(torch.equal(c.neighbour_ids, res.methods[method].neighbour_ids[i]) for c, i in zip(cases, idx))
+    assert cases[0].ranking is not None and cases[0].grid == (7, 7)
+    exps = pipe.explain(test, idx, "nearest_neighbours", method="test_reverse")
+    assert [e.query_id for e in exps] == idx and all(e.patch_pairs is not None for e in exps)
+    with pytest.raises(xc.InputError, match="unknown method"):
+        pipe.cases(test, idx, method="emd")

@@ -290,40 +290,76 @@ class Pipeline:
     # -- running ----------------------------------------------------------------------
     def run(self, data: Any, *, name: str = "data", targets: torch.Tensor | None = None, progress: bool | None = None) -> RunResult:
         """Classify every item of ``data`` with each method; compute metrics and explanations."""
+        targets = self._targets(data, targets, name)
+        decisions = self._decide(data, name, progress)
+        methods = {m: self._finish(d, targets, data) for m, d in decisions.items()}
+        return RunResult(dataset=name, n=len(data), methods=methods)
+
+    def cases(self, data: Any, indices: list[int], *, method: str = "knn", targets: torch.Tensor | None = None) -> list[Case]:
+        """The `Case` of each query ``data[i]``, ``i`` in ``indices``, as decided by ``method``
+        (``"knn"`` or a re-ranker of this pipeline) — what an Explainer reads."""
+        if method not in self.methods:
+            raise InputError(f"unknown method {method!r}; this pipeline runs {', '.join(self.methods)}")
+        tg = self._targets(data, targets, "data")[indices]
+        sub = torch.utils.data.Subset(data, list(indices))
+        dec = self._decide(sub, "cases", False, only=method)[method]
+        out = []
+        for j, i in enumerate(indices):
+            case = self._case(dec, j, tg)
+            case.query_id = i
+            img = data[i][0]
+            case.image = img if isinstance(img, torch.Tensor) else None
+            out.append(case)
+        return out
+
+    def explain(self, data: Any, indices: list[int], explainer: Any, *, method: str = "knn") -> list[Explanation]:
+        """Explain the queries ``data[i]``, ``i`` in ``indices``, with ``explainer`` (a component,
+        or a registered explainer name) on the decisions of ``method``."""
+        ex = registry.create("explainer", explainer) if isinstance(explainer, str) else explainer
+        return [ex.explain(c) for c in self.cases(data, indices, method=method)]
+
+    # -- internals ----------------------------------------------------------------------
+    def _targets(self, data: Any, targets: torch.Tensor | None, name: str) -> torch.Tensor:
         if self.index is None:
             raise InputError("call fit(gallery) before run()")
         if len(data) == 0:
             raise InputError(f"data set {name!r} is empty")
-        torch.manual_seed(self.spec.seed)
-        spec, f = self.spec, self.spec.features
         if targets is None:
             targets = getattr(data, "labels", None)
             if targets is None:
                 targets = torch.tensor([int(data[i][1]) for i in range(len(data))])
         targets = torch.as_tensor(targets, dtype=torch.int64)
+        if targets.shape != (len(data),):
+            raise InputError(f"targets must be [{len(data)}], got {list(targets.shape)}")
+        return targets
+
+    def _decide(self, data: Any, name: str, progress: bool | None, only: str | None = None) -> dict[str, "_Decisions"]:
+        assert self.index is not None
+        torch.manual_seed(self.spec.seed)
+        spec, f = self.spec, self.spec.features
+        rerankers = [(n, r) for n, r in self._built.rerankers if only in (None, n)]
         pooled, maps = [], []
         for _, feats in self.extractor.iter_batches(data, batch_size=f.batch_size, device=self._device(), progress=progress, desc=name):
             pooled.append(feats.pooled[f.pooled_layer].detach().cpu())
-            if self._built.rerankers:
+            if rerankers:
                 maps.append(feats.maps[f.spatial_layer].detach())
         q = torch.cat(pooled)
         k = spec.decision.k
         n_short = spec.shortlist if self._built.rerankers else k
         t0 = time.perf_counter()
         res = self.index.search(q, n_short)
-        methods: dict[str, MethodResult] = {}
-        pred, votes = majority_vote(res.labels[:, :k], self.num_classes, spec.decision.tie_break)
-        knn_cases = lambda i: Case(query_id=i, target=int(targets[i]), prediction=int(pred[i]), confidence=float(votes[i]) / k,  # noqa: E731
-                                   neighbour_ids=res.ids[i, :k], neighbour_labels=res.labels[i, :k], neighbour_scores=res.scores[i, :k], method="knn")
-        methods["knn"] = self._finish("knn", pred, votes.float() / k, targets, res.ids[:, :k], res.labels[:, :k], knn_cases, data,
-                                      time.perf_counter() - t0)
-        if self._built.rerankers:
+        out: dict[str, _Decisions] = {}
+        if only in (None, "knn"):
+            pred, votes = majority_vote(res.labels[:, :k], self.num_classes, spec.decision.tie_break)
+            out["knn"] = _Decisions(method="knn", predictions=pred, confidences=votes.float() / k, ids=res.ids[:, :k],
+                                    labels=res.labels[:, :k], scores=res.scores[:, :k], seconds=time.perf_counter() - t0)
+        if rerankers:
             qmaps = torch.cat(maps)
-            for rname, rr in self._built.rerankers:
-                methods[rname] = self._rerank(rname, rr, qmaps, res, targets, data, progress)
-        return RunResult(dataset=name, n=len(data), methods=methods)
+            for rname, rr in rerankers:
+                out[rname] = self._rerank(rname, rr, qmaps, res, progress)
+        return out
 
-    def _rerank(self, rname: str, rr: Any, qmaps: torch.Tensor, res: Any, targets: torch.Tensor, data: Any, progress: bool | None) -> MethodResult:
+    def _rerank(self, rname: str, rr: Any, qmaps: torch.Tensor, res: Any, progress: bool | None) -> "_Decisions":
         k = self.spec.decision.k
         assert self.store is not None
         t0 = time.perf_counter()
@@ -350,28 +386,52 @@ class Pipeline:
                 order_scores[i] = ranking.scores.cpu()[top]
                 rankings[i] = ranking.to("cpu")
         pred, votes = majority_vote(order_labels, self.num_classes, self.spec.decision.tie_break)
-        cases = lambda i: Case(query_id=i, target=int(targets[i]), prediction=int(pred[i]), confidence=float(votes[i]) / k,  # noqa: E731
-                               neighbour_ids=order_ids[i], neighbour_labels=order_labels[i], neighbour_scores=order_scores[i],
-                               ranking=rankings[i], shortlist_ids=res.ids[i], method=rname,
-                               grid=tuple(self.store.map_shape[1:]))
-        return self._finish(rname, pred, votes.float() / k, targets, order_ids, order_labels, cases, data, time.perf_counter() - t0)
+        return _Decisions(method=rname, predictions=pred, confidences=votes.float() / k, ids=order_ids, labels=order_labels,
+                          scores=order_scores, rankings=rankings, shortlist_ids=res.ids.cpu(),
+                          grid=tuple(self.store.map_shape[1:]), seconds=time.perf_counter() - t0)
 
-    def _finish(self, method: str, pred: torch.Tensor, conf: torch.Tensor, targets: torch.Tensor, ids: torch.Tensor,
-                labels: torch.Tensor, case_of: Any, data: Any, seconds: float) -> MethodResult:
+    @staticmethod
+    def _case(d: "_Decisions", i: int, targets: torch.Tensor) -> Case:
+        return Case(query_id=i, target=int(targets[i]), prediction=int(d.predictions[i]), confidence=float(d.confidences[i]),
+                    neighbour_ids=d.ids[i], neighbour_labels=d.labels[i], neighbour_scores=d.scores[i], method=d.method,
+                    ranking=d.rankings[i] if d.rankings is not None else None,
+                    shortlist_ids=d.shortlist_ids[i] if d.shortlist_ids is not None else None, grid=d.grid)
+
+    def _finish(self, d: "_Decisions", targets: torch.Tensor, data: Any) -> MethodResult:
+        pred = d.predictions
         correct = (pred == targets).nonzero().flatten().tolist()
         wrong = (pred != targets).nonzero().flatten().tolist()
         chosen = correct[: self.spec.explain.correct] + wrong[: self.spec.explain.wrong]
         explanations: list[Explanation] = []
         for i in chosen:
-            case = case_of(i)
+            case = self._case(d, i, targets)
             img = data[i][0]
             case.image = img if isinstance(img, torch.Tensor) else None
             for ex in self._built.explainers:
+                allowed = getattr(ex, "methods", None)
+                if allowed is not None and d.method not in allowed:
+                    continue  # e.g. an explainer of one re-ranker's decisions
+                if any(getattr(case, fld, None) is None for fld in getattr(ex, "requires", ())):
+                    continue  # e.g. a ranking-based explainer on kNN decisions
                 explanations.append(ex.explain(case))
-        inputs = {"predictions": pred, "targets": targets, "confidences": conf, "explanations": explanations,
-                  "neighbour_ids": ids, "neighbour_labels": labels}
-        metrics = {}
-        for mname, m in self._built.metrics:
-            metrics[mname] = m.compute(**{key: inputs[key] for key in m.requires})
-        return MethodResult(method=method, predictions=pred, targets=targets, confidences=conf, neighbour_ids=ids,
-                            neighbour_labels=labels, metrics=metrics, explanations=explanations, seconds=seconds)
+        inputs = {"predictions": pred, "targets": targets, "confidences": d.confidences, "explanations": explanations,
+                  "neighbour_ids": d.ids, "neighbour_labels": d.labels}
+        metrics = {mname: m.compute(**{key: inputs[key] for key in m.requires}) for mname, m in self._built.metrics}
+        return MethodResult(method=d.method, predictions=pred, targets=targets, confidences=d.confidences, neighbour_ids=d.ids,
+                            neighbour_labels=d.labels, metrics=metrics, explanations=explanations, seconds=d.seconds)
+
+
+class _Decisions(BaseModel):
+    """One method's decisions over a data set (internal)."""
+
+    model_config = {"arbitrary_types_allowed": True}
+    method: str
+    predictions: torch.Tensor
+    confidences: torch.Tensor
+    ids: torch.Tensor
+    labels: torch.Tensor
+    scores: torch.Tensor
+    rankings: dict[int, Ranking] | None = None
+    shortlist_ids: torch.Tensor | None = None
+    grid: tuple[int, int] | None = None
+    seconds: float = 0.0
