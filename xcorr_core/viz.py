@@ -62,7 +62,7 @@ def plot_neighbour_explanation(exp: "NeighbourExplanation", images: Callable[[in
     head = f"query (true: {name(target)})" if target is not None else "query"
     pairs_on = boxes and exp.patch_pairs is not None and exp.grid is not None and query is not None
     if pairs_on:
-        fig, axes = plt.subplots(2, cols, figsize=(2.0 * cols, 4.4), squeeze=False)
+        fig, axes = plt.subplots(2, cols, figsize=(2.3 * cols, 5.0), squeeze=False, layout="constrained")
         size = tuple(query.shape[-2:])
         for j in range(m):
             _show(axes[0][j], query, head if j == 0 else "query")
@@ -70,9 +70,11 @@ def plot_neighbour_explanation(exp: "NeighbourExplanation", images: Callable[[in
             _show(axes[1][j], img, f"#{int(exp.support_ranks[j]) + 1} of {exp.k}, score {float(exp.support_scores[j]):.3f}")
             for l, (qi, ci) in enumerate(exp.patch_pairs[j].tolist()):
                 col = PAIR_COLORS[l % len(PAIR_COLORS)]
-                w = f"{float(exp.patch_weights[j, l]):.2g}" if exp.patch_weights is not None else ""
                 _cell_box(axes[0][j], qi, exp.grid, size, col, str(l + 1))
-                _cell_box(axes[1][j], ci, exp.grid, size, col, f"{l + 1}" + (f":{w}" if w else ""))
+                _cell_box(axes[1][j], ci, exp.grid, size, col, str(l + 1))
+            if exp.patch_weights is not None:
+                ws = " ".join(f"{l + 1}:{float(w):.3f}" for l, w in enumerate(exp.patch_weights[j].tolist()))
+                axes[1][j].set_xlabel(f"weights {ws}", fontsize=6)
         if m == 0:
             _show(axes[0][0], query, head)
             _show(axes[1][0], None, "no support image")
@@ -89,7 +91,8 @@ def plot_neighbour_explanation(exp: "NeighbourExplanation", images: Callable[[in
     conf = f", confidence {exp.confidence:.0%}" if exp.confidence is not None else ""
     fig.suptitle(f"{exp.method}: predicted {name(exp.prediction)}{conf}{verdict}", fontsize=10,
                  color="black" if ok is None else ("#1a7f37" if ok else "#cf222e"))
-    fig.tight_layout()
+    if not pairs_on:
+        fig.tight_layout()
     return fig
 
 
