@@ -31,6 +31,7 @@ docs: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/bench_features.py
 	$(PY) benchmarks/bench_index.py
+	@if $(PY) -c "import xcorr_emd_corr" 2>/dev/null; then $(PY) benchmarks/bench_emd_corr.py; fi
 
 clean:
 	rm -rf $(VENV) site $(OUT)

@@ -13,10 +13,11 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 @pytest.fixture(autouse=True)
 def _fresh_registry(monkeypatch: pytest.MonkeyPatch):
-    """Every test starts from the installed plugins only (in-process registrations are dropped)."""
+    """Every core test starts from the core's built-ins only: installed plugins (whatever
+    `make` put in the venv) and in-process registrations are not loaded."""
     import xcorr_core
 
-    monkeypatch.delenv("XCORR_PLUGINS", raising=False)
+    monkeypatch.setenv("XCORR_PLUGINS", "")
     xcorr_core.reload_plugins()
     yield
     xcorr_core.reload_plugins()

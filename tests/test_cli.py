@@ -26,6 +26,7 @@ def test_plugins_lists_failures(monkeypatch, capsys) -> None:
         def load(self):
             raise ModuleNotFoundError("No module named 'cupy'")
 
+    monkeypatch.delenv("XCORR_PLUGINS")
     monkeypatch.setattr(registry.md, "entry_points", lambda group: [EP()] if group == "xcorr" else [])
     xc.reload_plugins()
     assert cli.main(["plugins"]) == 0

@@ -52,6 +52,11 @@ def test_torchvision_backbone_from_path(tmp_path: Path) -> None:
         m = torchvision_backbone("resnet18", tmp_path / f, num_classes=10)
         x = torch.rand(1, 3, 64, 64)
         torch.testing.assert_close(m(x), ref(x))
+    baked = torchvision_backbone("resnet18", tmp_path / "r18.pth", num_classes=10, normalize=True)
+    from xcorr_core.models import imagenet_normalize
+
+    x = torch.rand(2, 3, 64, 64)
+    torch.testing.assert_close(baked(x), ref(imagenet_normalize()(x)))
     with pytest.raises(IndexFileError, match="does not fit"):
         torchvision_backbone("resnet18", tmp_path / "r18.pth")  # 1000 classes expected
     with pytest.raises(IndexFileError, match="no weights file"):

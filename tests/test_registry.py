@@ -120,6 +120,7 @@ def _fake_entry_points(monkeypatch: pytest.MonkeyPatch, eps: list[_EP]) -> None:
 
 
 def test_failing_entry_point_is_reported_and_others_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("XCORR_PLUGINS")
     good = _plugin(register_rerankers=lambda register: register(GoodReRanker))
     _fake_entry_points(monkeypatch, [_EP("broken", ImportError("No module named 'torch_scatter'")), _EP("good", good)])
     by_name = {p.name: p for p in xc.plugins()}
@@ -130,6 +131,9 @@ def test_failing_entry_point_is_reported_and_others_load(monkeypatch: pytest.Mon
 
 def test_env_var_selects_plugins(monkeypatch: pytest.MonkeyPatch) -> None:
     good = _plugin(register_rerankers=lambda register: register(GoodReRanker))
+    monkeypatch.delenv("XCORR_PLUGINS")
+    _fake_entry_points(monkeypatch, [_EP("good", good)])
+    assert [c.name for c in xc.components("reranker")] == ["test_identity"]
     monkeypatch.setenv("XCORR_PLUGINS", "")
     _fake_entry_points(monkeypatch, [_EP("good", good)])
     assert xc.components("reranker") == [] and [p.name for p in xc.plugins()] == ["xcorr_core"]

@@ -33,8 +33,9 @@ class NeighbourExplainer(Explainer):
             raise InputError("nearest_neighbours needs neighbour_ids, neighbour_labels, neighbour_scores and prediction")
         exp = explain_neighbours(
             case.neighbour_ids, case.neighbour_labels, case.neighbour_scores, case.prediction, case.confidence,
-            top=self.config.top, query_id=case.query_id, method=case.method or "knn",
+            top=self.config.top, query_id=case.query_id, method=self.name,
         )
+        exp.meta["decided_by"] = case.method or "knn"
         if case.ranking is not None and case.shortlist_ids is not None:
             # locate each support image in the shortlist to attach its scored patch pairs
             where = (case.shortlist_ids[None, :] == exp.support_ids[:, None]).int().argmax(1)

@@ -91,7 +91,7 @@ def _classification_section(ctx: DemoContext) -> DemoSection:
                 continue
             i = int(exp.query_id)
             ok = exp.prediction == int(mr.targets[i])
-            rel = f"figures/explain_{method}_{'correct' if ok else 'wrong'}_{i}.png"
+            rel = f"figures/explain_{method}_{exp.method}_{'correct' if ok else 'wrong'}_{i}.png"
             fig = exp.plot(images=train.image, query=ctx.birds_test["test"].image(i), class_names=train.class_names,
                            target=int(mr.targets[i]))
             save_figure(fig, ctx.out / rel)

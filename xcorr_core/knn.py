@@ -159,11 +159,11 @@ class KNNClassifier:
 
 
 def explain_neighbours(ids: torch.Tensor, labels: torch.Tensor, scores: torch.Tensor, prediction: int, confidence: float | None,
-                       *, top: int = 5, query_id: int | None = None, method: str = "knn") -> NeighbourExplanation:
+                       *, top: int = 5, query_id: int | None = None, method: str = "nearest_neighbours") -> NeighbourExplanation:
     """Build a `NeighbourExplanation` from one query's top-k ``ids``, ``labels``, ``scores`` `[k]`."""
     ranks, valid = support_neighbours(labels[None], torch.tensor([prediction], device=labels.device), top)
     r = ranks[0][valid[0]]
     return NeighbourExplanation(
         method=method, query_id=query_id, prediction=prediction, confidence=confidence,
-        support_ids=ids[r], support_scores=scores[r], support_ranks=r, k=int(labels.shape[0]),
+        support_ids=ids[r], support_scores=scores[r], support_ranks=r, k=int(labels.shape[0]), meta={"decided_by": "knn"},
     )

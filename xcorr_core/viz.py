@@ -89,7 +89,9 @@ def plot_neighbour_explanation(exp: "NeighbourExplanation", images: Callable[[in
             _show(axes[1], None, "no support image")
     verdict = "" if ok is None else (" — correct" if ok else " — WRONG")
     conf = f", confidence {exp.confidence:.0%}" if exp.confidence is not None else ""
-    fig.suptitle(f"{exp.method}: predicted {name(exp.prediction)}{conf}{verdict}", fontsize=10,
+    by = exp.meta.get("decided_by", exp.method)
+    how = f" (explanation: {exp.method})" if by != exp.method else ""
+    fig.suptitle(f"{by}: predicted {name(exp.prediction)}{conf}{verdict}{how}", fontsize=10,
                  color="black" if ok is None else ("#1a7f37" if ok else "#cf222e"))
     if not pairs_on:
         fig.tight_layout()

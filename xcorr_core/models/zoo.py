@@ -82,7 +82,7 @@ def imagenet_normalize() -> nn.Module:
 
 
 def torchvision_backbone(arch: Literal["resnet50", "vgg16", "resnet18", "resnet101"], weights: str | Path | None = None,
-                         *, enum: str | None = None, num_classes: int | None = None) -> nn.Module:
+                         *, enum: str | None = None, num_classes: int | None = None, normalize: bool = False) -> nn.Module:
     """A torchvision model with weights from a file you give, or from a weight enum.
 
     Args:
@@ -92,8 +92,11 @@ def torchvision_backbone(arch: Literal["resnet50", "vgg16", "resnet18", "resnet1
         enum: name of a torchvision weight enum such as ``"IMAGENET1K_V2"`` (needs a network
             the first time; torchvision caches the file).
         num_classes: replace the classifier's output size (e.g. 200 for CUB) before loading.
+        normalize: bake ImageNet normalisation into the model (a forward pre-hook), so it takes
+            images in [0, 1] like the shipped models; layer names are unchanged.
 
-    Returns the model in eval mode. Inputs must be normalised with `imagenet_normalize`.
+    Returns the model in eval mode. Without ``normalize``, inputs must be normalised with
+    `imagenet_normalize`.
     """
     import torchvision
 
@@ -120,4 +123,7 @@ def torchvision_backbone(arch: Literal["resnet50", "vgg16", "resnet18", "resnet1
             model.load_state_dict(state)
         except RuntimeError as exc:
             raise IndexFileError(f"{path} does not fit torchvision {arch}: {exc}") from exc
+    if normalize:
+        norm = imagenet_normalize()
+        model.register_forward_pre_hook(lambda _m, args: (norm(args[0]), *args[1:]))
     return model.eval()

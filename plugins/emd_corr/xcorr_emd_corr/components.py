@@ -36,11 +36,13 @@ class EMDCorrReRanker(xc.ReRanker):
         clamp_negative_weights: bool = Field(False, description="clamp negative patch weights to 0 (DeepFace-EMD); the authors' code does not")
         weight_eps: float = Field(1e-5, ge=0, description="the + 1e-5 in the weight normalisation")
         chunk: int = Field(256, ge=1, description="candidates per chunk in the similarity stage (bounds memory)")
+        solver: Literal["auto", "scaling", "log"] = Field("auto", description="Sinkhorn solver: 'scaling' (fast, as the authors), "
+                                                                           "'log' (safe for tiny eps), 'auto' (scaling unless K underflows)")
 
     def _scores(self, query: torch.Tensor, candidates: torch.Tensor) -> Any:
         c = self.config
         return emd_corr_scores(query, candidates, eps=c.eps, pairs=c.pairs, max_iter=c.max_iter, tol=c.tol, stop=c.stop,
-                               clamp_negative=c.clamp_negative_weights, weight_eps=c.weight_eps, chunk=c.chunk)
+                               clamp_negative=c.clamp_negative_weights, weight_eps=c.weight_eps, chunk=c.chunk, solver=c.solver)
 
     def rerank(self, query: torch.Tensor, candidates: torch.Tensor) -> Any:
         """``query`` `[C, H, W]`, ``candidates`` `[N, C, H, W]` -> `Ranking`.
@@ -90,7 +92,7 @@ class EMDCorrExplainer(xc.Explainer):
         exp.patch_pairs = case.ranking.pairs[where]
         exp.patch_weights = case.ranking.weights[where]
         exp.grid = case.grid
-        exp.meta = {"boxes": self.config.boxes, "weights": "flows"}
+        exp.meta = {"boxes": self.config.boxes, "weights": "flows", "decided_by": case.method}
         return exp
 
 

@@ -7,7 +7,7 @@ Follows the authors' code (see the project's IMPLEMENTATION-NOTES, "EMD-Corr"):
   ``g_s . mean(q) / (same)``; each vector divided by ``sum + 1e-5``. Optionally
   negatives are clamped to 0 first (the DeepFace-EMD variant).
 * similarity: cosine of per-patch L2-normalised features; cost = 1 - similarity.
-* flows: Sinkhorn with eps = 0.05 (`sinkhorn.sinkhorn_log`).
+* flows: Sinkhorn with eps = 0.05 (`sinkhorn.sinkhorn`).
 * score: over the L = 5 largest flows T_ij, sum of T_ij * sim_ij (a similarity).
 
 Everything is batched over G queries x P candidates; the feature stage is chunked
@@ -21,60 +21,90 @@ from pydantic import BaseModel, ConfigDict
 from xcorr_core.errors import InputError
 from xcorr_core.validation import check_same_device, check_tensor
 
-from .sinkhorn import SinkhornResult, StopRule, sinkhorn_log
+from typing import Literal
 
-__all__ = ["patch_weights", "patch_similarity", "raw_products", "emd_corr_scores", "EMDCorrOutput"]
+from .sinkhorn import SinkhornResult, StopRule, sinkhorn
+
+__all__ = ["patch_weights", "patch_similarity", "emd_corr_scores", "EMDCorrOutput"]
+
+
+def _denominator(query: torch.Tensor, mean_g: torch.Tensor) -> torch.Tensor:
+    """``||mean q|| ||mean g|| HW`` per problem, `[G, P, 1]`."""
+    mq = query.mean(-1)
+    return (mq.norm(dim=-1)[:, None] * mean_g.norm(dim=-1) * query.shape[-1]).clamp_min(1e-12)[..., None]
+
+
+def _normalise_masses(w: torch.Tensor, clamp_negative: bool, weight_eps: float) -> torch.Tensor:
+    if clamp_negative:
+        w = w.clamp_min(0)
+    s = w.sum(-1, keepdim=True)
+    return torch.where(s > 0, w / (s + weight_eps), torch.full_like(w, 1.0 / w.shape[-1]))
 
 
 def patch_weights(query: torch.Tensor, cands: torch.Tensor, *, clamp_negative: bool = False,
-                  weight_eps: float = 1e-5, raw: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                  weight_eps: float = 1e-5) -> tuple[torch.Tensor, torch.Tensor]:
     """Masses of the query's and the candidates' patches (the authors' cross-correlation weights).
 
     Args:
         query: `[G, C, HWq]` raw query features.
         cands: `[G, P, C, HWc]` raw candidate features.
-        raw: optional `[G, P, HWq, HWc]` raw dot products ``q_m . g_s`` (reused, not recomputed:
-            ``q_m . mean(g) = mean_s(q_m . g_s)``).
 
     Returns:
         ``(a [G, P, HWq], b [G, P, HWc])``. A degenerate problem whose weights sum to
         <= 0 (e.g. an all-zero map) gets uniform weights instead of a division by ~0.
     """
-    hwq, hwc = query.shape[-1], cands.shape[-1]
-    if raw is None:
-        raw = query.transpose(1, 2)[:, None] @ cands
-    mq, mg = query.mean(-1), cands.mean(-1)  # [G, C], [G, P, C]
-    denom = (mq.norm(dim=-1)[:, None] * mg.norm(dim=-1) * hwq).clamp_min(1e-12)[..., None]  # [G, P, 1]
-    a = raw.mean(-1) / denom  # q_m . mean(g)
-    b = raw.mean(-2) / denom  # g_s . mean(q)
-    out = []
-    for w, hw in ((a, hwq), (b, hwc)):
-        if clamp_negative:
-            w = w.clamp_min(0)
-        s = w.sum(-1, keepdim=True)
-        w = torch.where(s > 0, w / (s + weight_eps), torch.full_like(w, 1.0 / hw))
-        out.append(w)
-    return out[0], out[1]
+    raw, _, mean_g = _pass_over_candidates(query, cands, chunk=256)
+    return _weights_from_raw(query, raw, mean_g, clamp_negative, weight_eps)
 
 
-def raw_products(query: torch.Tensor, cands: torch.Tensor, chunk: int = 256) -> torch.Tensor:
-    """``q_m . g_s`` for every query patch m and candidate patch s: `[G, P, HWq, HWc]` (chunked over P)."""
-    qt = query.transpose(1, 2)[:, None]  # [G, 1, HWq, C]
-    return torch.cat([qt @ cands[:, s:s + chunk] for s in range(0, cands.shape[1], chunk)], dim=1)
+def _weights_from_raw(query: torch.Tensor, raw: torch.Tensor, mean_g: torch.Tensor, clamp_negative: bool,
+                      weight_eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    # q_m . mean(g) = mean_s(q_m . g_s) and g_s . mean(q) = mean_m(q_m . g_s): no second pass over the candidates
+    denom = _denominator(query, mean_g)
+    a = raw.mean(-1) / denom
+    b = raw.mean(-2) / denom
+    return _normalise_masses(a, clamp_negative, weight_eps), _normalise_masses(b, clamp_negative, weight_eps)
 
 
-def patch_similarity(query: torch.Tensor, cands: torch.Tensor, chunk: int = 256, raw: torch.Tensor | None = None) -> torch.Tensor:
+def _pass_over_candidates(query: torch.Tensor, cands: torch.Tensor, chunk: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One chunked pass over the candidates: raw products ``q_m . g_s`` `[G, P, HWq, HWc]`,
+    candidate patch norms `[G, P, HWc]` and candidate mean features `[G, P, C]`.
+
+    Chunks hold about ``chunk`` problems (whole groups when P is small, slices of a group
+    when P is large), so the temporaries (the squared copy for the norms) stay at about
+    ``chunk x C x HW`` floats whatever G and P are.
+    """
+    G, P, C, hw = cands.shape
+    qt = query.transpose(1, 2)[:, None]  # [G, 1, HWq, C], broadcast over candidates (no copies)
+    gstep, pstep = max(1, chunk // P), min(P, chunk)
+    raws, norms, means = [], [], []
+    for g0 in range(0, G, gstep):
+        r_row, n_row, m_row = [], [], []
+        for p0 in range(0, P, pstep):
+            part = cands[g0:g0 + gstep, p0:p0 + pstep]  # [g, p, C, HW]
+            r_row.append(qt[g0:g0 + gstep] @ part)
+            # square-then-sum is ~6x faster than .norm() over the strided channel dim on CPU
+            n_row.append(part.square().sum(2).sqrt())
+            m_row.append(part.mean(-1))
+        raws.append(torch.cat(r_row, 1))
+        norms.append(torch.cat(n_row, 1))
+        means.append(torch.cat(m_row, 1))
+    return torch.cat(raws), torch.cat(norms), torch.cat(means)
+
+
+def patch_similarity(query: torch.Tensor, cands: torch.Tensor, chunk: int = 256) -> torch.Tensor:
     """Cosine similarity of every query patch with every candidate patch, `[G, P, HWq, HWc]`.
 
     Computed as raw dot products divided by the patch norms (no normalised copy of the
     candidates is made); a zero patch has similarity 0, as with ``F.normalize``.
     """
-    if raw is None:
-        raw = raw_products(query, cands, chunk)
-    # square-then-sum is ~6x faster than .norm() over the strided channel dim on CPU
+    raw, ng, _ = _pass_over_candidates(query, cands, chunk)
+    return _similarity_from_raw(query, raw, ng)
+
+
+def _similarity_from_raw(query: torch.Tensor, raw: torch.Tensor, ng: torch.Tensor) -> torch.Tensor:
     nq = query.square().sum(1).sqrt().clamp_min(1e-12)  # [G, HWq]
-    ng = cands.square().sum(2).sqrt().clamp_min(1e-12)  # [G, P, HWc]
-    return raw / (nq[:, None, :, None] * ng[:, :, None, :])
+    return raw / (nq[:, None, :, None] * ng.clamp_min(1e-12)[:, :, None, :])
 
 
 class EMDCorrOutput(BaseModel):
@@ -98,13 +128,14 @@ class EMDCorrOutput(BaseModel):
 
 def emd_corr_scores(query: torch.Tensor, cands: torch.Tensor, *, eps: float = 0.05, pairs: int = 5, max_iter: int = 100,
                     tol: float = 0.1, stop: StopRule = "authors", clamp_negative: bool = False, weight_eps: float = 1e-5,
-                    chunk: int = 256) -> EMDCorrOutput:
+                    chunk: int = 256, solver: Literal["auto", "scaling", "log"] = "auto") -> EMDCorrOutput:
     """EMD-Corr scores of candidates against queries.
 
     Args:
         query: `[C, H, W]` or `[G, C, H, W]` feature maps (raw, e.g. post-ReLU layer4).
         cands: `[N, C, H, W]` (with a 3-D query) or `[G, N, C, H, W]`.
-        eps, max_iter, tol, stop: Sinkhorn settings (`sinkhorn_log`).
+        eps, max_iter, tol, stop: Sinkhorn settings (see `sinkhorn.sinkhorn_log`).
+        solver: ``"scaling"``, ``"log"`` or ``"auto"`` (scaling unless K would underflow).
         pairs: L, the number of largest flows that make the score.
         clamp_negative: clamp negative patch weights to 0 before normalising.
         weight_eps: the ``+ 1e-5`` in the weight normalisation.
@@ -135,13 +166,13 @@ def emd_corr_scores(query: torch.Tensor, cands: torch.Tensor, *, eps: float = 0.
     L = min(pairs, hwq * hwc)
     if L < 1:
         raise InputError(f"pairs must be >= 1, got {pairs}")
-    raw = raw_products(q, g, chunk)
-    a, b = patch_weights(q, g, clamp_negative=clamp_negative, weight_eps=weight_eps, raw=raw)
-    sim = patch_similarity(q, g, raw=raw)
+    raw, ng, mean_g = _pass_over_candidates(q, g, chunk)
+    a, b = _weights_from_raw(q, raw, mean_g, clamp_negative, weight_eps)
+    sim = _similarity_from_raw(q, raw, ng)
     for name, t in (("query", a), ("candidates", b), ("query/candidates", sim)):
         if not bool(torch.isfinite(t).all()):
             raise InputError(f"{name} features contain NaN/inf")
-    sol = sinkhorn_log(a, b, 1.0 - sim, eps, max_iter=max_iter, tol=tol, stop=stop)
+    sol = sinkhorn(a, b, 1.0 - sim, eps, max_iter=max_iter, tol=tol, stop=stop, method=solver)
     flows, idx = sol.plan.flatten(2).topk(L, dim=-1)  # [G, P, L]
     sims = sim.flatten(2).gather(-1, idx)
     out_pairs = torch.stack([idx // hwc, idx % hwc], dim=-1)

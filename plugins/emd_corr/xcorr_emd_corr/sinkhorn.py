@@ -1,10 +1,14 @@
-"""Batched entropic optimal transport (Sinkhorn) in the log domain.
+"""Batched entropic optimal transport (Sinkhorn): a scaling solver and a log-domain solver.
 
-One function, `sinkhorn_log`, solves G x P problems at once (G groups, e.g. queries;
+`sinkhorn_scaling` and `sinkhorn_log` each solve G x P problems at once (G groups, e.g. queries;
 P problems per group, e.g. candidates) with the iteration of the EMD-Corr authors'
-code — r = a / (K c), c = b / (K^T r) from r = c = 1, K = exp(-cost / eps) — but
-carried out on log r and log c with log-sum-exp, so small eps neither underflows nor
-overflows. Two stopping rules:
+code — r = a / (K c), c = b / (K^T r) from r = c = 1, K = exp(-cost / eps). The scaling
+solver runs it as written (batched matrix-vector products: fast); the log-domain solver
+carries out the same iteration on log r and log c with log-sum-exp, so small eps neither
+underflows nor overflows. `sinkhorn` picks scaling when K cannot underflow in the
+working dtype (max |cost| / eps below 80 % of -log of the dtype's smallest normal) and
+log otherwise.
+Two stopping rules:
 
 * ``"authors"``: stop a group when the mean |r - r_prev| over its problems and rows
   falls below ``tol`` (their default: 0.1, at most 100 iterations);
@@ -24,7 +28,7 @@ from pydantic import BaseModel, ConfigDict
 from xcorr_core.errors import InputError
 from xcorr_core.validation import check_tensor
 
-__all__ = ["sinkhorn_log", "SinkhornResult"]
+__all__ = ["sinkhorn", "sinkhorn_log", "sinkhorn_scaling", "SinkhornResult"]
 
 StopRule = Literal["authors", "marginal"]
 
@@ -48,19 +52,7 @@ def _log(x: torch.Tensor) -> torch.Tensor:
     return torch.log(x.clamp_min(0))  # log 0 = -inf: zero-mass rows/columns get no flow
 
 
-def sinkhorn_log(a: torch.Tensor, b: torch.Tensor, cost: torch.Tensor, eps: float, *, max_iter: int = 100,
-                 tol: float = 0.1, stop: StopRule = "authors") -> SinkhornResult:
-    """Entropic OT for a batch of problems.
-
-    Args:
-        a: `[G, P, n]` source masses (non-negative).
-        b: `[G, P, m]` target masses (non-negative).
-        cost: `[G, P, n, m]` costs.
-        eps: entropic regularisation (> 0); K = exp(-cost / eps).
-        max_iter: iteration cap.
-        tol: tolerance of the stopping rule.
-        stop: ``"authors"`` or ``"marginal"`` (see the module docstring).
-    """
+def _check(a: torch.Tensor, b: torch.Tensor, cost: torch.Tensor, eps: float, max_iter: int, stop: str) -> None:
     check_tensor("cost", cost, ndim=4, floating=True, finite=True, non_empty=True)
     G, P, n, m = cost.shape
     check_tensor("a", a, shape=[G, P, n], floating=True, finite=True)
@@ -73,6 +65,72 @@ def sinkhorn_log(a: torch.Tensor, b: torch.Tensor, cost: torch.Tensor, eps: floa
         raise InputError(f"max_iter must be >= 1, got {max_iter}")
     if stop not in ("authors", "marginal"):
         raise InputError(f"stop must be 'authors' or 'marginal', got {stop!r}")
+
+
+def sinkhorn(a: torch.Tensor, b: torch.Tensor, cost: torch.Tensor, eps: float, *, max_iter: int = 100, tol: float = 0.1,
+             stop: StopRule = "authors", method: Literal["auto", "scaling", "log"] = "auto") -> SinkhornResult:
+    """Dispatch to `sinkhorn_scaling` or `sinkhorn_log` (``"auto"``: scaling unless K would underflow)."""
+    if method == "auto":
+        _check(a, b, cost, eps, max_iter, stop)
+        limit = 0.8 * -torch.log(torch.tensor(torch.finfo(cost.dtype).tiny)).item()
+        method = "scaling" if float(cost.abs().max()) / eps < limit else "log"
+    if method == "scaling":
+        return sinkhorn_scaling(a, b, cost, eps, max_iter=max_iter, tol=tol, stop=stop)
+    if method == "log":
+        return sinkhorn_log(a, b, cost, eps, max_iter=max_iter, tol=tol, stop=stop)
+    raise InputError(f"method must be 'auto', 'scaling' or 'log', got {method!r}")
+
+
+def sinkhorn_scaling(a: torch.Tensor, b: torch.Tensor, cost: torch.Tensor, eps: float, *, max_iter: int = 100,
+                     tol: float = 0.1, stop: StopRule = "authors") -> SinkhornResult:
+    """The authors' iteration as written, batched: r = a / (K c), c = b / (K^T r).
+
+    Fast (batched matrix-vector products) but K = exp(-cost / eps) underflows for small
+    eps: use `sinkhorn_log` (or `sinkhorn`, which chooses) there. K is not rescaled, so
+    r and c, and with them the authors' stopping rule, follow their code exactly.
+    Arguments as in `sinkhorn_log`.
+    """
+    _check(a, b, cost, eps, max_iter, stop)
+    G = cost.shape[0]
+    K = torch.exp(-cost / eps)
+    r = torch.ones_like(a)
+    c = torch.ones_like(b)
+    active = torch.ones(G, dtype=torch.bool, device=cost.device)
+    iters = torch.zeros(G, dtype=torch.int64, device=cost.device)
+    for _ in range(max_iter):
+        prev_r = r
+        new_r = a / (K @ c[..., None])[..., 0]
+        new_c = b / (K.transpose(-1, -2) @ new_r[..., None])[..., 0]
+        act = active[:, None, None]
+        r = torch.where(act, new_r, r)
+        c = torch.where(act, new_c, c)
+        iters += active.long()
+        if stop == "authors":
+            err = (r - prev_r).abs().nan_to_num(nan=float("inf")).mean(dim=(1, 2))
+        else:
+            err = (r * (K @ c[..., None])[..., 0] - a).abs().amax(dim=(1, 2))
+        active = active & ~(err < tol)
+        if not bool(active.any()):
+            break
+    plan = r[..., :, None] * K * c[..., None, :]
+    return SinkhornResult(plan=plan, iterations=iters, converged=~active)
+
+
+def sinkhorn_log(a: torch.Tensor, b: torch.Tensor, cost: torch.Tensor, eps: float, *, max_iter: int = 100,
+                 tol: float = 0.1, stop: StopRule = "authors") -> SinkhornResult:
+    """Entropic OT for a batch of problems, in the log domain (safe for any eps).
+
+    Args:
+        a: `[G, P, n]` source masses (non-negative).
+        b: `[G, P, m]` target masses (non-negative).
+        cost: `[G, P, n, m]` costs.
+        eps: entropic regularisation (> 0); K = exp(-cost / eps).
+        max_iter: iteration cap.
+        tol: tolerance of the stopping rule.
+        stop: ``"authors"`` or ``"marginal"`` (see the module docstring).
+    """
+    _check(a, b, cost, eps, max_iter, stop)
+    G = cost.shape[0]
     log_k = -cost / eps
     log_a, log_b = _log(a), _log(b)
     log_r = torch.zeros_like(a)
