@@ -134,7 +134,10 @@ def emd_corr_scores(query: torch.Tensor, cands: torch.Tensor, *, eps: float = 0.
     Args:
         query: `[C, H, W]` or `[G, C, H, W]` feature maps (raw, e.g. post-ReLU layer4).
         cands: `[N, C, H, W]` (with a 3-D query) or `[G, N, C, H, W]`.
-        eps, max_iter, tol, stop: Sinkhorn settings (see `sinkhorn.sinkhorn_log`).
+        eps: entropic regularisation of the Sinkhorn solve.
+        max_iter: Sinkhorn iteration cap.
+        tol: tolerance of the stopping rule.
+        stop: ``"authors"`` or ``"marginal"`` (see `sinkhorn.sinkhorn_log`).
         solver: ``"scaling"``, ``"log"`` or ``"auto"`` (scaling unless K would underflow).
         pairs: L, the number of largest flows that make the score.
         clamp_negative: clamp negative patch weights to 0 before normalising.
