@@ -1,0 +1,103 @@
+"""Loaders: configurable columns; malformed rows and files get errors naming line and column."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import xcorr_core as xc
+from xcorr_core.errors import InputError
+from xcorr_human_team_sim import ColumnMap, load_ai_predictions, load_trials
+
+HEADER = "who,img,arm,ai_ok,conf,ok\n"
+
+
+def _write(tmp_path: Path, body: str, header: str = HEADER, name: str = "t.csv") -> Path:
+    p = tmp_path / name
+    p.write_text(header + body)
+    return p
+
+
+COLS = ColumnMap(user="who", query="img", arm="arm", ai_correct="ai_ok", confidence="conf", user_correct="ok")
+
+
+def test_custom_columns_and_derived_accept(tmp_path: Path) -> None:
+    p = _write(tmp_path, "u1,a.jpg,X,1,0.9,1\nu1,b.jpg,X,0,0.4,1\nu2,a.jpg,Y,1,0.9,0\n")
+    t = load_trials(p, COLS)
+    assert t.arms == ["X", "Y"] and t.users == ["u1", "u2"]
+    assert t.accepted.tolist() == [True, False, False]  # accept <=> user_correct == ai_correct
+
+
+@pytest.mark.parametrize("body, match", [
+    ("u1,a.jpg,X,2,0.9,1\n", r"t\.csv:2: column 'ai_ok' \(ai_correct\)"),
+    ("u1,a.jpg,X,1,0.9,1\nu1,b.jpg,X,1,1.5,1\n", r"t\.csv:3: column 'conf' \(confidence\)"),
+    ("u1,a.jpg,X,1,abc,1\n", r"t\.csv:2: column 'conf'"),
+    (",a.jpg,X,1,0.5,1\n", r"t\.csv:2: column 'who' \(user\)"),
+    ("u1,a.jpg,X,1,0.5,1\nu1,b.jpg,Y,1,0.5,1\n", "more than one arm"),
+    ("", "no trials"),
+])
+def test_malformed_rows(tmp_path: Path, body: str, match: str) -> None:
+    with pytest.raises(InputError, match=match):
+        load_trials(_write(tmp_path, body), COLS)
+
+
+def test_missing_column_and_file(tmp_path: Path) -> None:
+    p = _write(tmp_path, "u1,a.jpg,X,1,0.9,1\n", header="who,img,arm,ai_ok,confidence,ok\n")
+    with pytest.raises(InputError, match=r"missing column\(s\) 'conf' \(for confidence\); the header has: who, img"):
+        load_trials(p, COLS)
+    with pytest.raises(InputError, match="no such file"):
+        load_trials(tmp_path / "nope.csv")
+    with pytest.raises(Exception):
+        ColumnMap(usr="x")  # unknown field
+
+
+def test_ai_predictions(tmp_path: Path) -> None:
+    p = _write(tmp_path, "1,0.5,0,0.2\n0,0.9,1,1.0\n", header="a_correct,a_conf,b_correct,b_conf\n", name="ai.csv")
+    ai = load_ai_predictions(p)
+    assert set(ai) == {"a", "b"} and ai["a"].accuracy == 0.5 and ai["b"].confidence.tolist() == [0.2, 1.0]
+    with pytest.raises(InputError, match="methods found: a, b"):
+        load_ai_predictions(p, ["c"])
+    bad = _write(tmp_path, "1,1.2\n", header="a_correct,a_conf\n", name="bad.csv")
+    with pytest.raises(InputError, match=r"bad\.csv:2: column 'a_conf'"):
+        load_ai_predictions(bad)
+
+
+def test_metric_components(tmp_path: Path) -> None:
+    xc.reload_plugins()
+    from xcorr_human_team_sim import bundled_paths
+
+    trials = load_trials(bundled_paths()[0])
+    ai = load_ai_predictions(bundled_paths()[1])
+    r = xc.create("metric", "human_accuracy", arm="EMD-Corr").compute(trials=trials)
+    assert round(100 * r.value, 2) == 67.64 and r.ci[0] < r.value < r.ci[1] and r.n == 58
+    t = xc.create("metric", "team_accuracy", arm="ResNet-50", ai_method="resnet", threshold=0.55, n_boot=200).compute(trials=trials, ai=ai)
+    assert round(100 * t.value, 2) == 87.45 and t.ci[0] < t.value < t.ci[1]
+    with pytest.raises(InputError, match="trials=TrialTable"):
+        xc.create("metric", "human_accuracy", arm="kNN").compute()
+    with pytest.raises(xc.ConfigError, match="'arm'"):
+        xc.create("metric", "human_accuracy")
+    p = xc.create("metric", "study_power", users=30, sims=200,
+                  arm_a={"name": "a", "accept_if_ai_right": 0.85, "accept_if_ai_wrong": 0.5},
+                  arm_b={"name": "b", "accept_if_ai_right": 0.96, "accept_if_ai_wrong": 0.67}).compute()
+    assert 0 < p.value < 1 and p.details["users_per_arm"] == 30
+
+
+def test_cli_on_a_custom_study(tmp_path: Path) -> None:
+    from xcorr_core import cli
+
+    lines = []
+    for u in range(6):
+        arm = "X" if u < 3 else "Y"
+        for i in range(10):
+            lines.append(f"u{u},q{i}.jpg,{arm},{int(i % 2 == 0)},{(i + 1) / 11:.3f},{int((i + u) % 3 != 0)}")
+    trials = _write(tmp_path, "\n".join(lines) + "\n")
+    ai = _write(tmp_path, "".join(f"{int(i % 4 != 0)},{(i % 10) / 10:.1f}\n" for i in range(50)), header="m_correct,m_conf\n", name="ai.csv")
+    out = tmp_path / "out"
+    xc.reload_plugins()
+    code = cli.main(["team", "--trials", str(trials), "--ai", str(ai), "--columns", json.dumps(COLS.model_dump()),
+                     "--arm-map", "m=X", "--min-accuracy", "0", "--boot", "200", "--out", str(out)])
+    assert code == 0
+    report = json.loads((out / "team.json").read_text())
+    assert [a["arm"] for a in report["arms"]] == ["X", "Y"] and report["team"][0]["arm"] == "X"
+    assert (out / "team_curves.png").stat().st_size > 1000

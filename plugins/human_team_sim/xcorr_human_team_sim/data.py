@@ -1,0 +1,238 @@
+"""Typed loading of human-study trial tables and AI-only predictions.
+
+A trial table has one row per (user, trial): who, which query, which explanation arm,
+whether the AI's label was right, the confidence shown, and whether the user's answer
+was right. Users answered "is the AI's label correct?", so the user *accepted* the AI's
+label exactly when ``user_correct == ai_correct``. Column names are configurable
+(`ColumnMap`) so other studies' CSVs load too. Malformed rows raise `InputError`
+naming the file, line and column. Depends on numpy, pydantic and xcorr_core.
+"""
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from xcorr_core.errors import InputError
+
+__all__ = ["ColumnMap", "TrialRow", "TrialTable", "AIPredictions", "load_trials", "load_ai_predictions",
+           "bundled_paths", "CUB_ARMS", "CUB_AI_METHODS"]
+
+#: explanation arms of the CUB study, in the paper's Table 2 order
+CUB_ARMS = ("ResNet-50", "kNN", "EMD-NN", "EMD-Corr", "CHM-NN", "CHM-Corr")
+#: AI-only prediction columns -> the study arm that showed that classifier (Table 3)
+CUB_AI_METHODS = {"resnet": "ResNet-50", "knn": "kNN", "emd": "EMD-Corr", "chm": "CHM-Corr"}
+
+
+class ColumnMap(BaseModel):
+    """Which CSV column holds each field (defaults: the CUB study of the EMD/CHM-Corr paper)."""
+
+    model_config = ConfigDict(extra="forbid")
+    user: str = "UID"
+    query: str = "Query"
+    arm: str = "Method"
+    ai_correct: str = "ClassifierCorrectness"
+    confidence: str = "ConfidenceScore"
+    user_correct: str = "Correctness"
+
+
+class TrialRow(BaseModel):
+    """One validated trial."""
+
+    model_config = ConfigDict(extra="forbid")
+    user: str = Field(min_length=1)
+    query: str = Field(min_length=1)
+    arm: str = Field(min_length=1)
+    ai_correct: bool
+    confidence: float = Field(ge=0.0, le=1.0)
+    user_correct: bool
+
+    @field_validator("ai_correct", "user_correct", mode="before")
+    @classmethod
+    def _binary(cls, v: object) -> object:
+        if isinstance(v, str) and v.strip() in ("0", "1", "0.0", "1.0"):
+            return float(v) == 1.0
+        if isinstance(v, str):
+            raise ValueError(f"expected 0 or 1, got {v!r}")
+        return v
+
+    @property
+    def accepted(self) -> bool:
+        """The user accepted the AI's label."""
+        return self.user_correct == self.ai_correct
+
+
+class TrialTable:
+    """Trials as aligned numpy arrays (length T), with users and arms coded as integers.
+
+    Attributes:
+        users: user ids; ``user[t]`` indexes it.
+        arms: arm names; ``arm[t]`` indexes it.
+        user, arm: int `[T]`.
+        query: list of T query names.
+        ai_correct, user_correct: bool `[T]`.
+        confidence: float `[T]`, the AI confidence shown.
+    """
+
+    def __init__(self, rows: list[TrialRow], source: str = "") -> None:
+        if not rows:
+            raise InputError(f"no trials in {source or 'the table'}")
+        self.source = source
+        self.users = sorted({r.user for r in rows})
+        self.arms = list(dict.fromkeys(r.arm for r in rows))
+        uix = {u: i for i, u in enumerate(self.users)}
+        aix = {a: i for i, a in enumerate(self.arms)}
+        self.user = np.array([uix[r.user] for r in rows])
+        self.arm = np.array([aix[r.arm] for r in rows])
+        self.query = [r.query for r in rows]
+        self.ai_correct = np.array([r.ai_correct for r in rows])
+        self.user_correct = np.array([r.user_correct for r in rows])
+        self.confidence = np.array([r.confidence for r in rows], dtype=np.float64)
+        mixed = [u for u in range(len(self.users)) if len(set(self.arm[self.user == u].tolist())) > 1]
+        if mixed:
+            raise InputError(f"user {self.users[mixed[0]]!r} appears in more than one arm; a between-subjects design is assumed")
+
+    def __len__(self) -> int:
+        return len(self.user)
+
+    @property
+    def accepted(self) -> np.ndarray:
+        """bool `[T]`: the user accepted the AI's label (said "yes, correct")."""
+        return self.user_correct == self.ai_correct
+
+    def rows(self) -> list[TrialRow]:
+        return [TrialRow(user=self.users[u], query=q, arm=self.arms[a], ai_correct=bool(c), confidence=float(s), user_correct=bool(k))
+                for u, q, a, c, s, k in zip(self.user, self.query, self.arm, self.ai_correct, self.confidence, self.user_correct)]
+
+    def subset(self, mask: np.ndarray) -> "TrialTable":
+        """The trials where ``mask`` `[T]` is True."""
+        rows = [r for r, keep in zip(self.rows(), mask) if keep]
+        return TrialTable(rows, self.source)
+
+    def user_accuracy(self) -> np.ndarray:
+        """float `[U]`: each user's fraction of correct answers."""
+        return np.bincount(self.user, weights=self.user_correct, minlength=len(self.users)) / np.bincount(self.user, minlength=len(self.users))
+
+    def filter_users(self, min_accuracy: float | None = 0.5, *, strict: bool = True, exclude: list[str] | None = None) -> "TrialTable":
+        """Drop users at or below ``min_accuracy`` (``strict``; else below it) and those in ``exclude``.
+
+        The authors' analysis keeps users with accuracy > 0.5 (their paper's text says 0.55).
+        """
+        acc = self.user_accuracy()
+        keep_user = np.ones(len(self.users), dtype=bool)
+        if min_accuracy is not None:
+            keep_user &= acc > min_accuracy if strict else acc >= min_accuracy
+        if exclude:
+            unknown = sorted(set(exclude) - set(self.users))
+            if unknown:
+                raise InputError(f"cannot exclude unknown user(s) {unknown[:3]}{' ...' if len(unknown) > 3 else ''}")
+            ex = set(exclude)
+            keep_user &= np.array([u not in ex for u in self.users])
+        return self.subset(keep_user[self.user])
+
+    def arm_mask(self, arm: str) -> np.ndarray:
+        if arm not in self.arms:
+            raise InputError(f"no arm {arm!r}; arms are {', '.join(self.arms)}")
+        return self.arm == self.arms.index(arm)
+
+
+class AIPredictions(BaseModel):
+    """AI-only outcome on a whole test set for one classifier: correct `[n]` and confidence `[n]`."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+    method: str
+    correct: np.ndarray
+    confidence: np.ndarray
+
+    @property
+    def accuracy(self) -> float:
+        return float(self.correct.mean())
+
+
+def _open_text(path: Path) -> io.TextIOBase:
+    if not path.is_file():
+        raise InputError(f"no such file: {path}")
+    if path.suffix == ".gz":
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
+    return open(path, encoding="utf-8", newline="")
+
+
+def _reader(path: Path, needed: dict[str, str]) -> tuple[csv.DictReader, io.TextIOBase]:
+    f = _open_text(path)
+    reader = csv.DictReader(f)
+    header = reader.fieldnames or []
+    missing = {field: col for field, col in needed.items() if col not in header}
+    if missing:
+        f.close()
+        desc = ", ".join(f"{col!r} (for {field})" for field, col in missing.items())
+        raise InputError(f"{path}: missing column(s) {desc}; the header has: {', '.join(header)}")
+    return reader, f
+
+
+def load_trials(path: str | Path, columns: ColumnMap | None = None) -> TrialTable:
+    """Load a trial table from CSV (optionally gzipped).
+
+    Raises:
+        InputError: missing file or column, or a malformed row (the message names line and column).
+    """
+    path = Path(path)
+    cols = columns or ColumnMap()
+    mapping = cols.model_dump()
+    reader, f = _reader(path, mapping)
+    rows = []
+    with f:
+        for line, rec in enumerate(reader, start=2):
+            try:
+                rows.append(TrialRow(**{field: rec[col] for field, col in mapping.items()}))
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                field = str(err["loc"][0])
+                raise InputError(f"{path}:{line}: column {mapping[field]!r} ({field}): {err['msg']}; value {rec[mapping[field]]!r}") from exc
+    return TrialTable(rows, str(path))
+
+
+def load_ai_predictions(path: str | Path, methods: list[str] | None = None, *, correct_suffix: str = "_correct",
+                        confidence_suffix: str = "_conf") -> dict[str, AIPredictions]:
+    """AI-only predictions per method from columns ``<method>_correct`` and ``<method>_conf``.
+
+    ``methods`` defaults to every prefix that has both columns.
+    """
+    path = Path(path)
+    f = _open_text(path)
+    with f:
+        reader = csv.DictReader(f)
+        header = reader.fieldnames or []
+        found = [h[: -len(correct_suffix)] for h in header if h.endswith(correct_suffix) and h[: -len(correct_suffix)] + confidence_suffix in header]
+        methods = methods or found
+        for m in methods:
+            if m not in found:
+                raise InputError(f"{path}: no columns {m + correct_suffix!r} and {m + confidence_suffix!r}; methods found: {', '.join(found)}")
+        correct = {m: [] for m in methods}
+        conf = {m: [] for m in methods}
+        for line, rec in enumerate(reader, start=2):
+            for m in methods:
+                c, s = rec[m + correct_suffix], rec[m + confidence_suffix]
+                try:
+                    cv, sv = float(c), float(s)
+                except (TypeError, ValueError):
+                    raise InputError(f"{path}:{line}: columns {m + correct_suffix!r}/{m + confidence_suffix!r}: not numbers: {c!r}, {s!r}") from None
+                if cv not in (0.0, 1.0):
+                    raise InputError(f"{path}:{line}: column {m + correct_suffix!r}: expected 0 or 1, got {c!r}")
+                if not 0.0 <= sv <= 1.0:
+                    raise InputError(f"{path}:{line}: column {m + confidence_suffix!r}: confidence must be in [0, 1], got {s!r}")
+                correct[m].append(cv == 1.0)
+                conf[m].append(sv)
+    if not methods or not correct[methods[0]]:
+        raise InputError(f"{path}: no predictions")
+    return {m: AIPredictions(method=m, correct=np.array(correct[m]), confidence=np.array(conf[m])) for m in methods}
+
+
+def bundled_paths() -> tuple[Path, Path]:
+    """The CUB study files shipped with the plugin: ``(trials, ai_predictions)`` (see data/SOURCE.md)."""
+    root = Path(str(resources.files("xcorr_human_team_sim") / "data"))
+    return root / "cub-human-study.csv.gz", root / "cub-ai-predictions.csv.gz"

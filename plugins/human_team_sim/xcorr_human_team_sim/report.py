@@ -1,0 +1,146 @@
+"""Whole analyses of a study (both interaction models) as one typed report, its text table
+and its figure. Used by ``xcorr team``, the demo section and the docs."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel
+
+from .data import CUB_AI_METHODS, AIPredictions, TrialTable
+from .model1 import ArmSummary, PairwiseTest, pairwise_tests, summarize_arms
+from .model2 import Complementarity, ThresholdChoice, authors_threshold, complementarity, cv_threshold, human_trials, team_curve
+from .stats import Correction, MWMethod
+
+__all__ = ["TeamReport", "TeamArm", "analyse", "format_report", "plot_team_curves", "PAPER_TABLE2_CUB", "PAPER_TABLE3_CUB"]
+
+#: the paper's CUB figures (percent), for side-by-side comparison
+PAPER_TABLE2_CUB = {"ResNet-50": 65.50, "kNN": 64.75, "EMD-NN": 64.12, "EMD-Corr": 67.64, "CHM-NN": 65.72, "CHM-Corr": 69.72}
+PAPER_TABLE3_CUB = {"ResNet-50": (0.55, 87.45), "kNN": (0.45, 86.66), "EMD-Corr": (0.45, 86.86), "CHM-Corr": (0.45, 86.25)}
+
+
+class TeamArm(BaseModel):
+    """Model-2 results of one arm."""
+
+    arm: str
+    ai_method: str
+    ai_accuracy: float
+    human_accuracy: float
+    paper_threshold: float | None
+    paper_threshold_accuracy: float | None
+    authors_split: ThresholdChoice
+    cross_validated: ThresholdChoice
+    complementarity: Complementarity
+    curve: list[dict[str, float]]
+
+
+class TeamReport(BaseModel):
+    """Both interaction models for one study."""
+
+    trials_file: str
+    users_kept: int
+    users_dropped: int
+    min_accuracy: float | None
+    arms: list[ArmSummary]
+    pairwise: list[PairwiseTest]
+    team: list[TeamArm]
+
+
+def analyse(table: TrialTable, ai: dict[str, AIPredictions], *, arm_of_method: dict[str, str] | None = None,
+            min_accuracy: float | None = 0.5, method: MWMethod = "exact", correction: Correction = "holm",
+            n_boot: int = 2000, seed: int = 0) -> TeamReport:
+    """Filter users, summarise model 1 per arm with pairwise tests, and model 2 per AI method."""
+    kept = table.filter_users(min_accuracy) if min_accuracy is not None else table
+    arms = [a for a in kept.arms]
+    from .data import CUB_ARMS
+
+    arms = [a for a in CUB_ARMS if a in arms] + [a for a in arms if a not in CUB_ARMS]
+    mapping = arm_of_method or {m: a for m, a in CUB_AI_METHODS.items() if m in ai}
+    team = []
+    for m, arm in mapping.items():
+        if m not in ai or arm not in kept.arms:
+            continue
+        h = human_trials(kept, arm)
+        paper = PAPER_TABLE3_CUB.get(arm) if arm_of_method is None else None
+        cv = cv_threshold(ai[m], h, seed=seed)
+        # a last threshold above every confidence: everything to humans (the human-alone end)
+        curve = team_curve(ai[m], h, np.append(np.round(np.arange(0, 1.0001, 0.01), 10), 1.0 + 1e-9))
+        team.append(TeamArm(
+            arm=arm, ai_method=m, ai_accuracy=ai[m].accuracy, human_accuracy=h.accuracy,
+            paper_threshold=paper[0] if paper else None,
+            paper_threshold_accuracy=team_curve(ai[m], h, np.array([paper[0]]))[0].team_accuracy if paper else None,
+            authors_split=_authors_split(ai[m], h), cross_validated=cv,
+            complementarity=complementarity(ai[m], h, cv.threshold, n_boot=n_boot, seed=seed),
+            curve=[{"threshold": p.threshold, "coverage": p.coverage, "team_accuracy": p.team_accuracy} for p in curve],
+        ))
+    return TeamReport(trials_file=table.source, users_kept=len(kept.users), users_dropped=len(table.users) - len(kept.users),
+                      min_accuracy=min_accuracy, arms=summarize_arms(kept, arms),
+                      pairwise=pairwise_tests(kept, arms, method=method, correction=correction, seed=seed), team=team)
+
+
+def _authors_split(ai: AIPredictions, h: Any) -> ThresholdChoice:
+    """The authors' 1k / 4k split, scaled down (1/5 to pick, the rest to report) for smaller sets."""
+    n = ai.correct.size
+    n_pick = min(1000, max(1, n // 5))
+    return authors_threshold(ai, h, n_pick=n_pick, n_report=min(4000, n - n_pick))
+
+
+def format_report(r: TeamReport) -> str:
+    """Plain-text tables (what ``xcorr team`` prints)."""
+    pct = lambda v: "  n/a" if v is None or v != v else f"{100 * v:5.2f}"  # noqa: E731
+    lines = [f"{r.trials_file}: {r.users_kept} users kept, {r.users_dropped} dropped (accuracy <= {r.min_accuracy})", "",
+             "Interaction model 1 — humans decide every input (per-user accuracy, %)",
+             f"{'arm':<10} {'users':>5} {'mean':>6} {'sd':>6} {'paper':>6} {'AI right':>9} {'AI wrong':>9} {'reject':>7}"]
+    for a in r.arms:
+        paper = PAPER_TABLE2_CUB.get(a.arm)
+        lines.append(f"{a.arm:<10} {a.users:>5} {pct(a.accuracy_mean):>6} {pct(a.accuracy_sd):>6} "
+                     f"{(f'{paper:5.2f}' if paper is not None else '  -  '):>6} {pct(a.accuracy_when_ai_right):>9} "
+                     f"{pct(a.accuracy_when_ai_wrong):>9} {pct(a.reject_rate):>7}")
+    if r.pairwise:
+        lines += ["", f"Mann-Whitney U on per-user accuracy ({r.pairwise[0].method}; {r.pairwise[0].correction} correction)"]
+        for t in r.pairwise:
+            star = "*" if t.p_adjusted < 0.05 else " "
+            lines.append(f"  {t.arm_a:>9} vs {t.arm_b:<9} diff {100 * t.mean_difference:+6.2f}  p {t.p:.4f}  adjusted {t.p_adjusted:.4f} {star}")
+    lines += ["", "Interaction model 2 — AI auto-accepts when confidence >= T, humans take the rest (%)",
+              f"{'arm':<10} {'AI':>6} {'human':>6} {'paper T':>8} {'team@T':>7} {'split T':>8} {'held-out':>8} "
+              f"{'CV T':>5} {'CV acc':>7} {'margin':>7} {'95% CI':>15} {'p':>7}"]
+    for t in r.team:
+        c = t.complementarity
+        lines.append(f"{t.arm:<10} {pct(t.ai_accuracy):>6} {pct(t.human_accuracy):>6} "
+                     f"{(f'{t.paper_threshold:.2f}' if t.paper_threshold is not None else '-'):>8} {pct(t.paper_threshold_accuracy):>7} "
+                     f"{t.authors_split.threshold:>8.2f} {pct(t.authors_split.reported_accuracy):>8} {t.cross_validated.threshold:>5.2f} "
+                     f"{pct(t.cross_validated.reported_accuracy):>7} {100 * c.margin:>+7.2f} "
+                     f"[{100 * c.ci[0]:+5.2f}, {100 * c.ci[1]:+5.2f}] {c.p_value:>7.4f}")
+    lines.append("margin = team (at the CV threshold) - max(AI alone, humans alone); p: one-sided bootstrap test of margin <= 0")
+    return "\n".join(lines)
+
+
+def plot_team_curves(r: TeamReport) -> Any:
+    """Team accuracy against coverage (fraction auto-accepted) per arm, with the AI-alone and
+    human-alone ends, the paper's threshold and the CV threshold marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from xcorr_core.viz import PAIR_COLORS
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for i, t in enumerate(r.team):
+        col = PAIR_COLORS[i % len(PAIR_COLORS)]
+        pts = [p for p in t.curve if p["team_accuracy"] == p["team_accuracy"]]
+        ax.plot([p["coverage"] for p in pts], [100 * p["team_accuracy"] for p in pts], color=col, label=f"{t.arm} (AI {100 * t.ai_accuracy:.1f}%)")
+        for thr, marker in ((t.paper_threshold, "o"), (t.cross_validated.threshold, "*")):
+            if thr is None:
+                continue
+            p = min(t.curve, key=lambda q: abs(q["threshold"] - thr))
+            ax.scatter([p["coverage"]], [100 * p["team_accuracy"]], color=col, marker=marker, s=60 if marker == "*" else 30, zorder=3)
+    ax.set_xlabel("coverage: fraction of inputs auto-accepted from the AI")
+    ax.set_ylabel("team accuracy (%)")
+    ax.set_title("Human-AI team (interaction model 2): o paper's T, * cross-validated T", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower center")
+    lo = min(100 * min(t.human_accuracy for t in r.team), 60) if r.team else 60
+    ax.set_ylim(lo - 2, 90)
+    fig.tight_layout()
+    return fig
