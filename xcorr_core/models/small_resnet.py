@@ -11,30 +11,22 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchvision.models.resnet import BasicBlock as TVBasicBlock
 
 __all__ = ["SmallResNet", "BasicBlock"]
 
 
-class BasicBlock(nn.Module):
-    """Two 3x3 convolutions with a residual connection (projection when the shape changes)."""
+class BasicBlock(TVBasicBlock):
+    """torchvision's ResNet BasicBlock (two 3x3 convolutions and a residual connection, with a
+    projection when the shape changes). Subclassing it keeps attribute names and lets tools
+    that know torchvision ResNets (e.g. zennit's ResNetCanonizer for LRP) handle this model."""
 
     def __init__(self, cin: int, cout: int, stride: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample = (
+        downsample = (
             nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
             if stride != 1 or cin != cout else None
         )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        idt = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return self.relu(out + idt)
+        super().__init__(cin, cout, stride=stride, downsample=downsample)
 
 
 class SmallResNet(nn.Module):
