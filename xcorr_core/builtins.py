@@ -1,5 +1,5 @@
 """Components that ship with the core, registered through the same hooks as any plugin:
-the kNN neighbour explanation and the accuracy metric.
+the mutual-nearest-neighbour matcher, the kNN neighbour explanation and the accuracy metrics.
 """
 from __future__ import annotations
 
@@ -92,6 +92,13 @@ class MeanConfidence(Metric):
         acc = float((pred == tgt).float().mean())
         return MetricResult(name=self.name, value=float(conf.mean()), per_sample=conf, n=conf.numel(),
                             details={"accuracy": acc, "overconfidence": float(conf.mean()) - acc})
+
+
+@hookimpl
+def register_matchers(register: Any) -> None:
+    from .matching import MutualNNMatcher
+
+    register(MutualNNMatcher)
 
 
 @hookimpl
