@@ -20,6 +20,7 @@ over iterations.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -67,6 +68,22 @@ def _check(a: torch.Tensor, b: torch.Tensor, cost: torch.Tensor, eps: float, max
         raise InputError(f"stop must be 'authors' or 'marginal', got {stop!r}")
 
 
+def _iterate(update: Callable[[torch.Tensor], torch.Tensor], groups: int, device: torch.device, max_iter: int,
+             tol: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run ``update(active) -> err [G]`` until every group's error is below ``tol`` or ``max_iter``;
+    groups that have converged are frozen (``update`` only changes active groups).
+    Returns ``(iterations [G], converged [G])``."""
+    active = torch.ones(groups, dtype=torch.bool, device=device)
+    iters = torch.zeros(groups, dtype=torch.int64, device=device)
+    for _ in range(max_iter):
+        err = update(active)
+        iters += active.long()
+        active = active & ~(err < tol)
+        if not bool(active.any()):
+            break
+    return iters, ~active
+
+
 def sinkhorn(a: torch.Tensor, b: torch.Tensor, cost: torch.Tensor, eps: float, *, max_iter: int = 100, tol: float = 0.1,
              stop: StopRule = "authors", method: Literal["auto", "scaling", "log"] = "auto") -> SinkhornResult:
     """Dispatch to `sinkhorn_scaling` or `sinkhorn_log` (``"auto"``: scaling unless K would underflow)."""
@@ -91,29 +108,22 @@ def sinkhorn_scaling(a: torch.Tensor, b: torch.Tensor, cost: torch.Tensor, eps: 
     Arguments as in `sinkhorn_log`.
     """
     _check(a, b, cost, eps, max_iter, stop)
-    G = cost.shape[0]
     K = torch.exp(-cost / eps)
-    r = torch.ones_like(a)
-    c = torch.ones_like(b)
-    active = torch.ones(G, dtype=torch.bool, device=cost.device)
-    iters = torch.zeros(G, dtype=torch.int64, device=cost.device)
-    for _ in range(max_iter):
-        prev_r = r
+    state = {"r": torch.ones_like(a), "c": torch.ones_like(b)}
+
+    def update(active: torch.Tensor) -> torch.Tensor:
+        r, c = state["r"], state["c"]
         new_r = a / (K @ c[..., None])[..., 0]
         new_c = b / (K.transpose(-1, -2) @ new_r[..., None])[..., 0]
         act = active[:, None, None]
-        r = torch.where(act, new_r, r)
-        c = torch.where(act, new_c, c)
-        iters += active.long()
+        state["r"], state["c"] = torch.where(act, new_r, r), torch.where(act, new_c, c)
         if stop == "authors":
-            err = (r - prev_r).abs().nan_to_num(nan=float("inf")).mean(dim=(1, 2))
-        else:
-            err = (r * (K @ c[..., None])[..., 0] - a).abs().amax(dim=(1, 2))
-        active = active & ~(err < tol)
-        if not bool(active.any()):
-            break
-    plan = r[..., :, None] * K * c[..., None, :]
-    return SinkhornResult(plan=plan, iterations=iters, converged=~active)
+            return (state["r"] - r).abs().nan_to_num(nan=float("inf")).mean(dim=(1, 2))
+        return (state["r"] * (K @ state["c"][..., None])[..., 0] - a).abs().amax(dim=(1, 2))
+
+    iters, converged = _iterate(update, cost.shape[0], cost.device, max_iter, tol)
+    plan = state["r"][..., :, None] * K * state["c"][..., None, :]
+    return SinkhornResult(plan=plan, iterations=iters, converged=converged)
 
 
 def sinkhorn_log(a: torch.Tensor, b: torch.Tensor, cost: torch.Tensor, eps: float, *, max_iter: int = 100,
@@ -130,29 +140,21 @@ def sinkhorn_log(a: torch.Tensor, b: torch.Tensor, cost: torch.Tensor, eps: floa
         stop: ``"authors"`` or ``"marginal"`` (see the module docstring).
     """
     _check(a, b, cost, eps, max_iter, stop)
-    G = cost.shape[0]
     log_k = -cost / eps
     log_a, log_b = _log(a), _log(b)
-    log_r = torch.zeros_like(a)
-    log_c = torch.zeros_like(b)
-    active = torch.ones(G, dtype=torch.bool, device=cost.device)
-    iters = torch.zeros(G, dtype=torch.int64, device=cost.device)
-    for _ in range(max_iter):
-        prev_r = log_r
-        new_r = log_a - torch.logsumexp(log_k + log_c[:, :, None, :], dim=3)
+    state = {"r": torch.zeros_like(a), "c": torch.zeros_like(b)}  # log r, log c
+
+    def update(active: torch.Tensor) -> torch.Tensor:
+        r, c = state["r"], state["c"]
+        new_r = log_a - torch.logsumexp(log_k + c[:, :, None, :], dim=3)
         new_c = log_b - torch.logsumexp(log_k + new_r[:, :, :, None], dim=2)
         act = active[:, None, None]
-        log_r = torch.where(act, new_r, log_r)
-        log_c = torch.where(act, new_c, log_c)
-        iters += active.long()
+        state["r"], state["c"] = torch.where(act, new_r, r), torch.where(act, new_c, c)
         if stop == "authors":
-            diff = (log_r.exp() - prev_r.exp()).abs().nan_to_num(nan=float("inf"))
-            err = diff.mean(dim=(1, 2))
-        else:
-            row = torch.logsumexp(log_k + log_c[:, :, None, :], dim=3) + log_r
-            err = (row.exp() - a).abs().amax(dim=(1, 2))
-        active = active & ~(err < tol)
-        if not bool(active.any()):
-            break
-    plan = torch.exp(log_r[:, :, :, None] + log_k + log_c[:, :, None, :])
-    return SinkhornResult(plan=plan, iterations=iters, converged=~active)
+            return (state["r"].exp() - r.exp()).abs().nan_to_num(nan=float("inf")).mean(dim=(1, 2))
+        row = torch.logsumexp(log_k + state["c"][:, :, None, :], dim=3) + state["r"]
+        return (row.exp() - a).abs().amax(dim=(1, 2))
+
+    iters, converged = _iterate(update, cost.shape[0], cost.device, max_iter, tol)
+    plan = torch.exp(state["r"][:, :, :, None] + log_k + state["c"][:, :, None, :])
+    return SinkhornResult(plan=plan, iterations=iters, converged=converged)
