@@ -136,11 +136,7 @@ def _data_section(ctx: DemoContext) -> DemoSection:
 
 def _reid_section(ctx: DemoContext) -> DemoSection:
     herd = ctx.herd_test
-    from .features import FeatureExtractor
-
-    fx = FeatureExtractor(ctx.herd_model, ["layer4"], stop_early=False)
     emb = torch.cat([ctx.herd_model(herd.images[i:i + 128].float() / 255) for i in range(0, len(herd), 128)]).detach()
-    _ = fx  # the extractor is how plugins get layer4 maps; the embedding itself is the model output
     first = torch.arange(len(herd)) % herd.photos == 0
     index = GalleryIndex(emb.shape[1])
     index.add(emb[~first], herd.labels[~first])
@@ -189,8 +185,6 @@ def run_demo(out: str | Path = "demo-out", *, progress: bool | None = None, quic
                     for v in ("clean", "sticker", "style")},
         herd_test=SynthHerd("test", individuals=herd_n, progress=progress),
     )
-    if quick:
-        ctx.birds_train.images  # noqa: B018 - already generated
     builtin = [("xcorr_core", "data", _data_section), ("xcorr_core", "classification", _classification_section),
                ("xcorr_core", "reid", _reid_section)]
     sections: list[DemoSection] = []

@@ -23,7 +23,6 @@ from pydantic import (
     model_validator,
 )
 
-from .errors import InputError
 
 __all__ = ["Tensor", "TensorModel", "Ranking", "Matches", "Explanation", "MetricResult"]
 
@@ -226,9 +225,3 @@ class MetricResult(TensorModel):
         if self.per_sample is not None and self.per_sample.ndim != 1:
             raise ValueError(f"per_sample must be [n], got {list(self.per_sample.shape)}")
         return self
-
-
-def require_long(name: str, t: torch.Tensor) -> None:
-    """Raise `InputError` unless `t` is an int64 tensor (helper for components)."""
-    if t.dtype != torch.int64:
-        raise InputError(f"{name} must be torch.int64, got {t.dtype}")

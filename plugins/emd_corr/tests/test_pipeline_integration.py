@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 import xcorr_core as xc
 from xcorr_core.data import SynthBirds

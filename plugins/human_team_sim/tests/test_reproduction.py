@@ -5,7 +5,6 @@ import csv
 import gzip
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from xcorr_human_team_sim import bundled_paths, human_trials, load_ai_predictions, load_trials, summarize_arms, team_accuracy
