@@ -1,0 +1,176 @@
+"""PAIR-X against independent references: zennit's own attributor, the sequential algorithm,
+hand-computed metrics, known homographies."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import xcorr_core as xc
+from xcorr_core.data import SynthHerd, apply_homography
+from xcorr_core.models import SmallResNet, load_pretrained
+from xcorr_pairx import PairXExplanation, binned_bhattacharyya, default_composite, explain_pair, explain_pair_sequential
+from xcorr_pairx.homography import sift_ransac_homography
+from xcorr_pairx.lrp import captured_forward, cosine_seed
+from xcorr_pairx.metrics import bhattacharyya_distance, inverted_residual_mean, match_coverage
+
+
+@pytest.fixture(scope="module")
+def herd():
+    return SynthHerd("test", individuals=4, photos=3, progress=False)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_pretrained("herd")
+
+
+def _hooks(m: nn.Module) -> int:
+    return sum(len(x._forward_hooks) + len(x._forward_pre_hooks) + len(x._backward_hooks) for x in m.modules())
+
+
+def test_cosine_seed_is_the_gradient() -> None:
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(7, generator=g, dtype=torch.float64, requires_grad=True), torch.randn(7, generator=g, dtype=torch.float64, requires_grad=True)
+    cos = torch.nn.functional.cosine_similarity(a, b, dim=0)
+    ga, gb = torch.autograd.grad(cos, (a, b))
+    c, sa, sb = cosine_seed(a.detach(), b.detach())
+    torch.testing.assert_close((c, sa, sb), (cos.detach(), ga, gb))
+
+
+def test_layer_relevance_chains_to_zennits_own_attribution(model, herd) -> None:
+    """Relevance at layer3 propagated on to the input equals zennit's Gradient attributor from the output."""
+    from zennit.attribution import Gradient
+
+    x = torch.stack([herd.image(0), herd.image(1)])
+    with torch.no_grad():
+        e = model(x)
+    _, sa, sb = cosine_seed(e[0], e[1])
+    seed = torch.stack([sa, sb])
+    with Gradient(model, default_composite(model)) as attributor:
+        _, ref = attributor(x, seed)
+    composite = default_composite(model)
+    with captured_forward(model, "layer3", composite) as (m, store), torch.enable_grad():
+        xx = x.clone().requires_grad_(True)
+        out = m(xx)
+        rel = torch.autograd.grad(out, store["a"], grad_outputs=seed, retain_graph=True)[0]
+        ours = torch.autograd.grad(store["a"], xx, grad_outputs=rel)[0]
+    torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-6)
+    assert _hooks(model) == 0
+
+
+def test_batched_pixel_maps_equal_the_sequential_algorithm(model, herd) -> None:
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    fast = explain_pair(model, herd.image(0), herd.image(1), n=6, chunk=4)
+    slow = explain_pair_sequential(model, herd.image(0), herd.image(1), n=6)
+    assert torch.equal(fast.matches, slow.matches) and torch.equal(fast.all_matches, slow.all_matches)
+    # batch-2 vs batch-1 convolutions round differently: compare at float32 noise relative to the scale
+    torch.testing.assert_close(fast.relevance_a, slow.relevance_a, rtol=1e-3, atol=1e-4 * float(slow.relevance_a.max()))
+    scale = float(slow.pixel_maps_a.abs().max())
+    torch.testing.assert_close(fast.pixel_maps_a, slow.pixel_maps_a, rtol=1e-3, atol=1e-4 * scale)
+    torch.testing.assert_close(fast.pixel_maps_b, slow.pixel_maps_b, rtol=1e-3, atol=1e-4 * scale)
+    assert fast.pixel_maps_a.shape == (6, 112, 112) and fast.similarity == pytest.approx(slow.similarity, abs=1e-5)
+    # every top match is a mutual-NN match, scored by the product of the cells' relevances
+    all_set = {tuple(p) for p in fast.all_matches.tolist()}
+    assert all(tuple(p) in all_set for p in fast.matches.tolist())
+    ra, rb = fast.relevance_a.flatten(), fast.relevance_b.flatten()
+    torch.testing.assert_close(fast.match_scores, ra[fast.matches[:, 0]] * rb[fast.matches[:, 1]])
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items()) and _hooks(model) == 0 and not model.training
+
+
+def test_no_hook_survives_an_exception_and_bad_input(model, herd) -> None:
+    class Boom(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = SmallResNet(8, head="embedding").eval()
+
+        def forward(self, x):
+            self.net.layer3(self.net.layer2(self.net.layer1(self.net.relu(self.net.bn1(self.net.conv1(x))))))
+            raise RuntimeError("user model bug")
+
+    boom = Boom().eval()
+    with pytest.raises(RuntimeError, match="user model bug"):
+        explain_pair(boom, herd.image(0), herd.image(1), layer="net.layer3")
+    assert _hooks(boom) == 0
+    with pytest.raises(xc.LayerNotFoundError, match="layer9"):
+        explain_pair(model, herd.image(0), herd.image(1), layer="layer9")
+    with pytest.raises(xc.InputError, match="same shape"):
+        explain_pair(model, herd.image(0), herd.image(1)[:, :64])
+    train = SmallResNet(8, head="embedding").train()
+    with pytest.raises(xc.InputError, match="eval mode"):
+        explain_pair(train, herd.image(0), herd.image(1))
+    assert train.training
+
+
+def _exp(all_matches: torch.Tensor, grid=(4, 4), size=(32, 32), ra=None, rb=None) -> PairXExplanation:
+    n = all_matches.shape[0]
+    return PairXExplanation(method="pairx", similarity=0.5, layer="x", grid=grid, image_size=size, all_matches=all_matches,
+                            matches=all_matches, match_scores=torch.ones(n),
+                            relevance_a=ra if ra is not None else torch.ones(grid), relevance_b=rb if rb is not None else torch.ones(grid),
+                            pixel_maps_a=torch.zeros(n, *size), pixel_maps_b=torch.zeros(n, *size),
+                            keypoints_a=torch.zeros(n, 2), keypoints_b=torch.zeros(n, 2))
+
+
+def test_inverted_residual_is_exact_on_matches_that_follow_a_homography() -> None:
+    cells = torch.arange(16)
+    exact = _exp(torch.stack([cells, cells], 1))
+    assert inverted_residual_mean(exact, torch.eye(3, dtype=torch.float64)) == float("inf")
+    # b shifted one cell (8 px) to the right of a for cells not in the last column: residual 8 px each
+    keep = cells[cells % 4 != 3]
+    shifted = _exp(torch.stack([keep, keep + 1], 1))
+    H = torch.tensor([[1, 0, 8.0], [0, 1, 0], [0, 0, 1]], dtype=torch.float64)
+    assert inverted_residual_mean(shifted, H) == float("inf")
+    assert inverted_residual_mean(shifted, torch.eye(3, dtype=torch.float64)) == pytest.approx(1 / 8)
+
+
+def test_match_coverage_by_hand() -> None:
+    ra = torch.zeros(4, 4)
+    ra[0, 0], ra[1, 1] = 3.0, 1.0
+    rb = torch.ones(4, 4)
+    e = _exp(torch.tensor([[0, 2], [5, 3], [0, 7]]), ra=ra, rb=rb)
+    # matched cells: a {0, 5} -> 3 + 1 = 4 of 4; b {2, 3, 7} -> 3 of 16
+    assert match_coverage(e) == pytest.approx((4 + 3) / (4 + 16))
+
+
+def test_bhattacharyya_known_answers() -> None:
+    p = np.array([0.2, 0.3, 0.5])
+    assert bhattacharyya_distance(p, p) == pytest.approx(0.0, abs=1e-12)
+    assert bhattacharyya_distance([1, 0], [0, 1]) == float("inf")
+    rng = np.random.default_rng(0)
+    sims = rng.random(2000)
+    correct = rng.random(2000) < 0.5
+    same = rng.normal(0, 1, 2000)
+    d_same, _ = binned_bhattacharyya(same, sims, correct)
+    far = np.where(correct, rng.normal(5, 1, 2000), rng.normal(0, 1, 2000))
+    d_far, bins = binned_bhattacharyya(far, sims, correct)
+    d_swapped, _ = binned_bhattacharyya(far, sims, ~correct)
+    assert abs(d_same) < 0.05 and d_far > 2.0 and len(bins) == 10
+    assert d_swapped == pytest.approx(-d_far)
+    with pytest.raises(xc.InputError, match="both"):
+        binned_bhattacharyya(same, sims, np.ones(2000, bool))
+
+
+def test_sift_ransac_recovers_the_true_homography(herd) -> None:
+    for i, j in ((0, 1), (3, 5)):
+        H = sift_ransac_homography(herd.image(i), herd.image(j))
+        assert H is not None
+        ys, xs = torch.nonzero(herd.visible[i], as_tuple=True)
+        p = torch.stack([xs, ys], 1).double() + 0.5
+        err = (apply_homography(H, p) - apply_homography(herd.true_homography(i, j), p)).norm(dim=1)
+        assert float(err.median()) < 0.5
+
+
+def test_registered_components(model, herd) -> None:
+    xc.reload_plugins()
+    names = {(c.kind, c.name) for c in xc.components() if c.plugin == "pairx"}
+    assert ("explainer", "pairx") in names and ("metric", "pairx_separability") in names
+    ex = xc.create("explainer", "pairx", n=5)
+    e = ex.explain_pair(model, herd.image(0), herd.image(1))
+    assert e.matches.shape == (5, 2) and e.keypoints_a.shape == (5, 2)
+    cov = xc.create("metric", "pairx_coverage").compute(explanations=[e])
+    assert cov.value == pytest.approx(match_coverage(e))
+    back = PairXExplanation.from_json(e.to_json())
+    assert torch.equal(back.pixel_maps_a, e.pixel_maps_a)
+    with pytest.raises(xc.ConfigError):
+        xc.Pipeline({"explainers": [{"name": "pairx"}]}, model=load_pretrained("herd"))  # needs a pair and a model
