@@ -14,7 +14,7 @@ from PIL import Image
 
 from ..errors import InputError
 
-__all__ = ["CUB200", "ImageFolder", "default_transform", "IMAGE_EXTENSIONS"]
+__all__ = ["CUB200", "ImageFolder", "default_transform", "open_rgb", "IMAGE_EXTENSIONS"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
@@ -44,7 +44,8 @@ def _rows(path: Path, ncols: int, cast: tuple[Callable[[str], Any], ...]) -> lis
     return out
 
 
-def _open_rgb(path: Path) -> Image.Image:
+def open_rgb(path: str | Path) -> Image.Image:
+    """Open an image file as RGB; `InputError` naming the file if it cannot be read."""
     try:
         with Image.open(path) as im:
             return im.convert("RGB")
@@ -117,7 +118,7 @@ class CUB200(torch.utils.data.Dataset):
         return len(self.ids)
 
     def __getitem__(self, i: int) -> tuple[Any, int]:
-        return self.transform(_open_rgb(self.paths[i])), int(self.labels[i])
+        return self.transform(open_rgb(self.paths[i])), int(self.labels[i])
 
 
 class ImageFolder(torch.utils.data.Dataset):
@@ -147,4 +148,4 @@ class ImageFolder(torch.utils.data.Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int) -> tuple[Any, int]:
-        return self.transform(_open_rgb(self.paths[i])), int(self.labels[i])
+        return self.transform(open_rgb(self.paths[i])), int(self.labels[i])

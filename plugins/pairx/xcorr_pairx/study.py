@@ -60,14 +60,16 @@ def select_pairs(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, q
 
 
 def evaluate_pairs(model: nn.Module, image: Any, pairs: list[tuple[int, int, int, float, bool]], *, layer: str = "layer3",
-                   n: int = 20, true_homography: Any = None, progress: bool | None = None) -> list[PairRecord]:
+                   n: int = 20, true_homography: Any = None, homography_fn: Any = None, progress: bool | None = None) -> list[PairRecord]:
     """PAIR-X metrics per pair. ``image(i) -> [3, H, W]``; ``true_homography(i, j)`` (optional)
-    gives the ground truth for correct pairs (SynthHerd)."""
+    gives the ground truth for correct pairs (SynthHerd); ``homography_fn(image_a, image_b) ->
+    [3, 3] or None`` estimates the reference homography (default: SIFT + RANSAC)."""
+    estimate = homography_fn or (lambda a, b: sift_ransac_homography(a, b, min_inliers=4))
     out = []
     for q, g, r, sim, ok in tqdm(pairs, desc="PAIR-X pairs", disable=(None if progress is None else not progress), leave=False):
         a, b = image(q), image(g)
         exp = explain_pair(model, a, b, layer=layer, n=n, pixel_maps=False)
-        H = sift_ransac_homography(a, b, min_inliers=4)
+        H = estimate(a, b)
         rec = PairRecord(query=q, gallery=g, rank=r, similarity=sim, correct=ok,
                          residual_score=inverted_residual_mean(exp, H) if H is not None else 0.0, coverage=match_coverage(exp))
         if ok and true_homography is not None:
