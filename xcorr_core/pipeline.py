@@ -162,6 +162,18 @@ class _Built(BaseModel):
     metrics: list[tuple[str, Any]]
 
 
+def _labels_of(data: Any, given: torch.Tensor | None, what: str) -> torch.Tensor:
+    """Long `[len(data)]` labels: ``given``, else ``data.labels``, else the second item of each sample."""
+    if given is None:
+        given = getattr(data, "labels", None)
+        if given is None:
+            given = torch.tensor([int(data[i][1]) for i in range(len(data))])
+    out = torch.as_tensor(given, dtype=torch.int64)
+    if out.shape != (len(data),):
+        raise InputError(f"{what} must be [{len(data)}], got {list(out.shape)}")
+    return out
+
+
 def _load_model(name: str) -> nn.Module:
     from .models import SHIPPED, load_checkpoint, load_pretrained
 
@@ -257,13 +269,7 @@ class Pipeline:
         """Index ``gallery`` (a Dataset of ``(image, label)``); store its spatial maps if re-rankers need them."""
         if len(gallery) == 0:
             raise InputError("the gallery is empty")
-        if labels is None:
-            labels = getattr(gallery, "labels", None)
-            if labels is None:
-                labels = torch.tensor([int(gallery[i][1]) for i in range(len(gallery))])
-        labels = torch.as_tensor(labels, dtype=torch.int64)
-        if labels.shape != (len(gallery),):
-            raise InputError(f"labels must be [{len(gallery)}], got {list(labels.shape)}")
+        labels = _labels_of(gallery, labels, "labels")
         need = max(self.spec.decision.k, self.spec.shortlist if self._built.rerankers else 0)
         if need > len(gallery):
             raise InputError(f"the gallery has {len(gallery)} items but the pipeline needs {need} neighbours per query")
@@ -324,14 +330,7 @@ class Pipeline:
             raise InputError("call fit(gallery) before run()")
         if len(data) == 0:
             raise InputError(f"data set {name!r} is empty")
-        if targets is None:
-            targets = getattr(data, "labels", None)
-            if targets is None:
-                targets = torch.tensor([int(data[i][1]) for i in range(len(data))])
-        targets = torch.as_tensor(targets, dtype=torch.int64)
-        if targets.shape != (len(data),):
-            raise InputError(f"targets must be [{len(data)}], got {list(targets.shape)}")
-        return targets
+        return _labels_of(data, targets, "targets")
 
     def _decide(self, data: Any, name: str, progress: bool | None, only: str | None = None) -> dict[str, "_Decisions"]:
         assert self.index is not None

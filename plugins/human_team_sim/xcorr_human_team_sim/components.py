@@ -54,6 +54,16 @@ class HumanAccuracy(xc.Metric):
                                details={"arm": self.config.arm, "sd": float(acc.std(ddof=1)) if n > 1 else 0.0})
 
 
+class _TeamConfig(xc.StrictConfig):
+    """Fields shared by the model-2 metrics."""
+
+    arm: str
+    ai_method: str
+    min_accuracy: float | None = Field(0.5, description="drop users at or below this accuracy (authors: 0.5)")
+    n_boot: int = Field(2000, ge=100)
+    seed: int = 0
+
+
 class TeamAccuracy(xc.Metric):
     """Interaction model 2: team accuracy at a threshold (given, the authors' split search, or
     cross-validated), with a bootstrap interval (AI items and users resampled)."""
@@ -62,14 +72,9 @@ class TeamAccuracy(xc.Metric):
     summary = "Model 2: human-AI team accuracy with AI auto-accepting confident decisions (bootstrap CI)"
     requires: ClassVar[frozenset[str]] = frozenset({"trials", "ai"})
 
-    class Config(xc.StrictConfig):
-        arm: str
-        ai_method: str
+    class Config(_TeamConfig):
         threshold: float | Literal["authors", "cv"] = Field("cv", description="a number in [0, 1], 'authors' or 'cv'")
-        min_accuracy: float | None = 0.5
-        n_boot: int = Field(2000, ge=100)
         ci_level: float = Field(0.95, gt=0, lt=1)
-        seed: int = 0
 
     def compute(self, **data: Any) -> xc.MetricResult:
         c = self.config
@@ -98,14 +103,9 @@ class TeamComplementarity(xc.Metric):
     summary = "Model 2: team minus max(AI alone, humans alone), with a bootstrap test"
     requires: ClassVar[frozenset[str]] = frozenset({"trials", "ai"})
 
-    class Config(xc.StrictConfig):
-        arm: str
-        ai_method: str
+    class Config(_TeamConfig):
         threshold: float = Field(ge=0.0, le=1.0, description="choose it on other data (e.g. the authors' split or CV)")
-        min_accuracy: float | None = 0.5
-        n_boot: int = Field(2000, ge=100)
         alpha: float = Field(0.05, gt=0, lt=1)
-        seed: int = 0
 
     def compute(self, **data: Any) -> xc.MetricResult:
         c = self.config
