@@ -28,7 +28,7 @@ from .models import load_pretrained, model_card
 from .pipeline import Pipeline, PipelineSpec, RunResult
 from .viz import plot_accuracy, plot_bird_samples, plot_herd_pair, save_figure
 
-__all__ = ["run_demo", "DemoContext", "DemoSection", "demo_spec_path"]
+__all__ = ["run_demo", "DemoContext", "DemoSection", "demo_spec_path", "html_table"]
 
 
 class DemoSection(BaseModel):
@@ -64,7 +64,8 @@ def _log(msg: str) -> None:
     print(f"[xcorr demo] {msg}", flush=True)
 
 
-def _table(rows: list[list[Any]], header: list[str]) -> str:
+def html_table(rows: list[list[Any]], header: list[str]) -> str:
+    """An HTML table (cells escaped) for a section's body."""
     th = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
     return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
@@ -107,7 +108,7 @@ def _classification_section(ctx: DemoContext) -> DemoSection:
                                       for m, res in r.methods.items()} for r in results}}
     note = ("<p>Only kNN ran: no re-ranker plugin is installed. Install one (e.g. <code>pip install plugins/emd_corr</code>) "
             "and it is compared here automatically.</p>") if len(pipe.methods) == 1 else ""
-    body = note + _table(rows, ["data set", "method", "top-1", "95% CI (Wilson)", "mean confidence", "ms / query"])
+    body = note + html_table(rows, ["data set", "method", "top-1", "95% CI (Wilson)", "mean confidence", "ms / query"])
     return DemoSection(title="SynthBirds classification: kNN and re-rankers, in and out of distribution", report=report, figures=figs, html=body)
 
 
