@@ -174,3 +174,51 @@ def test_registered_components(model, herd) -> None:
     assert torch.equal(back.pixel_maps_a, e.pixel_maps_a)
     with pytest.raises(xc.ConfigError):
         xc.Pipeline({"explainers": [{"name": "pairx"}]}, model=load_pretrained("herd"))  # needs a pair and a model
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "vgg11"])
+def test_cached_engine_equals_zennit_on_torchvision_models(arch) -> None:
+    """The cached engine gives zennit's EpsilonPlus attribution (incl. the ZPlus negative branch on a
+    normalised input, and a batch of relevances at once); both engines leave no hook behind."""
+    import torchvision
+    from zennit.attribution import Gradient
+
+    from xcorr_pairx.lrp import cached_lrp
+
+    torch.manual_seed(0)
+    model = getattr(torchvision.models, arch)(weights=None, num_classes=16).eval()
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 64, 64, generator=g)  # negative inputs: ZPlus's x- branch is live in the first layer
+    seed = torch.randn(2, 16, generator=g)
+    with Gradient(model, default_composite(model)) as attributor:
+        _, ref = attributor(x, seed)
+    with cached_lrp(model, default_composite(model)) as m, torch.enable_grad():
+        xx = x.clone().requires_grad_(True)
+        out = m(xx)
+        ours = torch.autograd.grad(out, xx, grad_outputs=seed, retain_graph=True)[0]
+        batched = torch.autograd.grad(out, xx, grad_outputs=torch.stack([seed, -3 * seed]), is_grads_batched=True)[0]
+    torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(batched[1], -3 * ref, rtol=1e-4, atol=1e-5)
+    assert _hooks(model) == 0
+
+
+def test_engines_agree_and_unsupported_rules_fall_back(model, herd) -> None:
+    from zennit.composites import LayerMapComposite
+    from zennit.rules import ReLUGuidedBackprop
+    from zennit.types import Activation
+
+    from xcorr_pairx.lrp import supports_cached
+
+    a, b = herd.image(0), herd.image(1)
+    fast = explain_pair(model, a, b, n=4)
+    slow = explain_pair(model, a, b, n=4, engine="zennit")
+    assert fast.meta["lrp_engine"] == "cached" and slow.meta["lrp_engine"] == "zennit"
+    torch.testing.assert_close(fast.pixel_maps_a, slow.pixel_maps_a, rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(fast.relevance_b, slow.relevance_b, rtol=1e-4, atol=1e-7)
+    guided = LayerMapComposite([(Activation, ReLUGuidedBackprop())])
+    assert not supports_cached(model, guided)
+    e = explain_pair(model, a, b, n=2, composite=guided)
+    assert e.meta["lrp_engine"] == "zennit"
+    with pytest.raises(xc.InputError, match="engine"):
+        explain_pair(model, a, b, n=2, engine="fast")
+    assert _hooks(model) == 0

@@ -23,7 +23,7 @@ import xcorr_core as xc
 from xcorr_core.matching import mutual_nearest_neighbours
 from xcorr_core.validation import check_tensor
 
-from .lrp import captured_forward, cosine_seed, default_composite
+from .lrp import captured_forward, cosine_seed, default_composite, supports_cached
 
 __all__ = ["PairXExplanation", "explain_pair", "explain_pair_sequential", "PairXExplainer"]
 
@@ -110,15 +110,20 @@ def _finish(model_out: dict, image_size: tuple[int, int], layer: str, grid: tupl
 
 
 def explain_pair(model: nn.Module, image_a: torch.Tensor, image_b: torch.Tensor, *, layer: str = "layer3", n: int = 20,
-                 composite: Any | None = None, metric: str = "l2", chunk: int = 5, pixel_maps: bool = True) -> PairXExplanation:
+                 composite: Any | None = None, metric: str = "l2", chunk: int = 5, pixel_maps: bool = True,
+                 engine: str = "auto") -> PairXExplanation:
     """PAIR-X for one pair (fast path). Images `[3, H, W]` in the model's input space; the model
     maps images to embeddings and must be in eval mode; it is not modified and no hook survives.
-    ``pixel_maps=False`` skips the per-match maps (the metrics need only matches and relevance)."""
+    ``pixel_maps=False`` skips the per-match maps (the metrics need only matches and relevance).
+    ``engine``: ``"cached"`` (zennit's rules, modified forwards built once: `lrp.cached_lrp`),
+    ``"zennit"`` (zennit's hooks) or ``"auto"`` (cached when the composite's rules allow it)."""
     _check_images(image_a, image_b)
     composite = composite if composite is not None else default_composite(model)
+    if engine == "auto":
+        engine = "cached" if supports_cached(model, composite) else "zennit"
     t = {}
     t0 = time.perf_counter()
-    with captured_forward(model, layer, composite) as (m, store):
+    with captured_forward(model, layer, composite, engine) as (m, store):
         x = torch.stack([image_a, image_b]).detach().requires_grad_(True)
         with torch.enable_grad():
             emb = m(x)
@@ -141,17 +146,19 @@ def explain_pair(model: nn.Module, image_a: torch.Tensor, image_b: torch.Tensor,
             pm = torch.cat(maps) if maps else image_a.new_zeros(0, 2, *image_a.shape[1:])
             t["pixel_maps"] = time.perf_counter() - t0
     h, w = acts.shape[-2:]
-    return _finish({"similarity": float(cos), "all_matches": all_pairs, "matches": pairs, "match_scores": scores.detach(),
-                    "relevance_a": cell_rel[0].detach(), "relevance_b": cell_rel[1].detach(),
-                    "pixel_maps_a": pm[:, 0].detach(), "pixel_maps_b": pm[:, 1].detach(), "timings": t},
-                   tuple(image_a.shape[1:]), layer, (h, w))
+    exp = _finish({"similarity": float(cos), "all_matches": all_pairs, "matches": pairs, "match_scores": scores.detach(),
+                   "relevance_a": cell_rel[0].detach(), "relevance_b": cell_rel[1].detach(),
+                   "pixel_maps_a": pm[:, 0].detach(), "pixel_maps_b": pm[:, 1].detach(), "timings": t},
+                  tuple(image_a.shape[1:]), layer, (h, w))
+    exp.meta["lrp_engine"] = engine
+    return exp
 
 
 def explain_pair_sequential(model: nn.Module, image_a: torch.Tensor, image_b: torch.Tensor, *, layer: str = "layer3", n: int = 20,
                             composite: Any | None = None, metric: str = "l2") -> PairXExplanation:
     """The authors' algorithm as they run it: a plain forward per image for matching, a forward
     and a full LRP backward per image for the layer relevance, then per image a third forward
-    followed by a loop of n retained backward passes from layer l to the input."""
+    followed by a loop of n retained backward passes from layer l to the input, with zennit's hooks."""
     _check_images(image_a, image_b)
     composite = composite if composite is not None else default_composite(model)
     t = {}
@@ -168,7 +175,7 @@ def explain_pair_sequential(model: nn.Module, image_a: torch.Tensor, image_b: to
     t0 = time.perf_counter()
     rels = []
     for img, seed in ((image_a, sa), (image_b, sb)):
-        with captured_forward(model, layer, composite) as (m, store), torch.enable_grad():
+        with captured_forward(model, layer, composite, "zennit") as (m, store), torch.enable_grad():
             x = img[None].detach().requires_grad_(True)
             emb = m(x)
             rels.append(torch.autograd.grad(emb, store["a"], grad_outputs=seed[None])[0][0])
@@ -181,7 +188,7 @@ def explain_pair_sequential(model: nn.Module, image_a: torch.Tensor, image_b: to
     G = _masks(acts_t, pairs)
     maps = torch.zeros(pairs.shape[0], 2, *image_a.shape[1:])
     for side, img in enumerate((image_a, image_b)):
-        with captured_forward(model, layer, composite) as (m, store), torch.enable_grad():
+        with captured_forward(model, layer, composite, "zennit") as (m, store), torch.enable_grad():
             x = img[None].detach().requires_grad_(True)
             m(x)
             a = store["a"]
@@ -211,10 +218,12 @@ class PairXExplainer(xc.Explainer):
         n: int = Field(20, ge=1, description="matches kept (paper figures: 20)")
         metric: str = Field("l2", pattern="^(l2|cosine)$", description="matcher distance (PAIR-X: l2 on raw activations)")
         chunk: int = Field(5, ge=1, description="per-match backward passes vmapped together (5 was fastest on a 2-core CPU; bounds memory)")
+        engine: str = Field("auto", pattern="^(auto|cached|zennit)$", description="LRP engine: cached (zennit's rules, modified forwards built once) or zennit's hooks")
 
     def explain_pair(self, model: nn.Module, image_a: torch.Tensor, image_b: torch.Tensor, composite: Any | None = None) -> PairXExplanation:
         c = self.config
-        return explain_pair(model, image_a, image_b, layer=c.layer, n=c.n, composite=composite, metric=c.metric, chunk=c.chunk)
+        return explain_pair(model, image_a, image_b, layer=c.layer, n=c.n, composite=composite, metric=c.metric, chunk=c.chunk,
+                            engine=c.engine)
 
     def explain(self, case: xc.Case) -> PairXExplanation:
         raise xc.InputError("pairx explains a pair of images under a model: call explain_pair(model, image_a, image_b)")
