@@ -18,7 +18,8 @@ from ..errors import IndexFileError, InputError
 from ..fileio import atomic_write
 from .small_resnet import SmallResNet
 
-__all__ = ["load_pretrained", "save_checkpoint", "load_checkpoint", "torchvision_backbone", "imagenet_normalize", "model_card", "SHIPPED"]
+__all__ = ["load_pretrained", "save_checkpoint", "load_checkpoint", "torchvision_backbone", "imagenet_normalize", "model_card", "SHIPPED",
+           "read_state_dict"]
 
 SHIPPED: dict[str, str] = {
     "birds": "SmallResNet classifier for SynthBirds (24 classes, 112 px, layer4 7x7x256)",
@@ -74,6 +75,27 @@ def load_pretrained(name: Literal["birds", "herd"]) -> SmallResNet:
     return load_checkpoint(path)
 
 
+def read_state_dict(path: str | Path, wrappers: tuple[str, ...] = ("state_dict", "model")) -> dict[str, torch.Tensor]:
+    """A state dict from a file, read with ``weights_only=True`` (no pickle code runs).
+
+    Checkpoints that hold the state dict under one of ``wrappers`` (e.g. ``{"state_dict": ...}``)
+    are unwrapped. Missing or unreadable files raise `IndexFileError`.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise IndexFileError(f"no weights file at {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise IndexFileError(f"{path} is not a readable weights file ({type(exc).__name__}: {exc})") from exc
+    for key in wrappers:
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise IndexFileError(f"{path} holds no state dict")
+    return state
+
+
 def imagenet_normalize() -> nn.Module:
     """The ImageNet mean/std normalisation torchvision models expect (inputs in [0, 1])."""
     from torchvision import transforms as T
@@ -111,14 +133,7 @@ def torchvision_backbone(arch: Literal["resnet50", "vgg16", "resnet18", "resnet1
     model = ctor(weights=enum, **kwargs) if enum is not None else ctor(weights=None, **kwargs)
     if weights is not None:
         path = Path(weights)
-        if not path.is_file():
-            raise IndexFileError(f"no weights file at {path}")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise IndexFileError(f"{path} is not a readable weights file ({type(exc).__name__}: {exc})") from exc
-        if isinstance(state, dict) and "state_dict" in state:
-            state = state["state_dict"]
+        state = read_state_dict(path)
         try:
             model.load_state_dict(state)
         except RuntimeError as exc:

@@ -1,0 +1,81 @@
+"""Keypoint metrics on hand-computed cases, distractor planning, part clustering."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import xcorr_core as xc
+from xcorr_scc_counterfactual import Counterfactual, Edit
+from xcorr_scc_counterfactual.distractors import confusion_matrix, most_confused, plan_distractors
+from xcorr_scc_counterfactual.grid import cell_parts, cells_in_box, keypoint_cells
+from xcorr_scc_counterfactual.metrics import InBox, NearKP, NumEdits, SameKP, edit_scores, part_clustering_accuracy
+
+
+def test_keypoints_map_to_cells_like_the_authors():
+    # 224 px, 7x7: cell = floor(coord / 32); invisible and outside keypoints are -1
+    kp = torch.tensor([[31.9, 0.0, 1], [32.0, 0.0, 1], [223.9, 223.9, 1], [100.0, 100.0, 0], [224.0, 5.0, 1], [-1.0, 5.0, 1]])
+    assert keypoint_cells(kp, (7, 7), 224).tolist() == [0, 1, 48, -1, -1, -1]
+    parts = cell_parts(kp[None], (7, 7), 224)[0]
+    assert parts.shape == (49, 6) and parts[0, 0] and parts[1, 1] and parts[48, 2] and int(parts.sum()) == 3
+    inbox = cells_in_box(torch.tensor([0.0, 0.0, 64.0, 40.0]), (7, 7), 224)  # centres 16, 48 | 16
+    assert torch.nonzero(inbox).flatten().tolist() == [0, 1]
+
+
+def _cf(edits, n=2, success=True):
+    return Counterfactual(method="t", query_class=0, target_class=1, edits=[Edit(query_cell=a, distractor=b, distractor_cell=c, score=0.0, log_prob_target=0.0) for a, b, c in edits],
+                          success=success, reason="flipped" if success else "max_edits", grid=(2, 2), image_size=(20, 20), n_distractors=n,
+                          prob_target=[0.1] * (len(edits) + 1), candidates=10, seconds=0.0, path="closed_form")
+
+
+def test_near_same_kp_and_in_box_by_hand():
+    # 20 px image, 2x2 grid (10 px cells). Parts: 0 "beak", 1 "wing".
+    q_kp = torch.tensor([[2.0, 2.0, 1], [15.0, 3.0, 1]])  # beak in cell 0, wing in cell 1
+    d_kp = torch.tensor([[[12.0, 12.0, 1], [3.0, 3.0, 1]],  # distractor 0: beak cell 3, wing cell 0
+                         [[4.0, 14.0, 1], [5.0, 15.0, 0]]])  # distractor 1: beak cell 2, wing invisible
+    cf = _cf([(0, 0, 3), (1, 1, 2), (2, 0, 0)])
+    s = edit_scores(cf, q_kp, d_kp, torch.tensor([0.0, 0.0, 20.0, 9.0]), torch.tensor([[0.0, 0.0, 20.0, 20.0], [0.0, 0.0, 1.0, 1.0]]))
+    assert s["near_kp"].tolist() == [1.0, 1.0, 0.5]  # edit 3: query cell 2 empty, distractor cell 0 holds the wing
+    assert s["same_kp"].tolist() == [1.0, 0.0, 0.0]  # beak<-beak; wing<-beak; nothing<-wing
+    assert s["in_box"].tolist() == [1.0, 0.5, 0.5]
+    data = dict(explanations=[cf, _cf([(3, 1, 2)])], query_keypoints=[q_kp, q_kp], distractor_keypoints=[d_kp, d_kp])
+    assert NearKP().compute(**data).value == pytest.approx((1 + 1 + 0.5 + 0.5) / 4)
+    assert NearKP(NearKP.Config(mode="single")).compute(**data).value == pytest.approx((1 + 0.5) / 2)
+    assert SameKP().compute(**data).value == pytest.approx(1 / 4)
+    res = NumEdits().compute(explanations=[cf, _cf([(0, 0, 0)], success=False)])
+    assert res.value == 3 and res.details["failures"] == 1
+    with pytest.raises(xc.InputError, match="query_boxes"):
+        InBox().compute(**data)
+    with pytest.raises(xc.InputError):
+        SameKP().compute(explanations=[cf], query_keypoints=[q_kp], distractor_keypoints=[])
+
+
+def test_most_confused_class_and_plan():
+    # 3 classes; class 0 confused with 2 twice, with 1 once; class 1 never wrong (ties -> soft probability)
+    probs = torch.tensor([[0.1, 0.1, 0.8], [0.1, 0.0, 0.9], [0.2, 0.7, 0.1], [0.9, 0.05, 0.05],
+                          [0.0, 0.7, 0.3], [0.3, 0.6, 0.1], [0.1, 0.2, 0.7]])
+    labels = torch.tensor([0, 0, 0, 0, 1, 1, 2])
+    assert confusion_matrix(probs.argmax(1), labels, 3)[0].tolist() == [1, 1, 2]
+    dc = most_confused(probs, labels)
+    assert dc.tolist() == [2, 2, 1]  # class 1: 0.2 mean mass on 2 vs 0.15 on 0
+    plan = plan_distractors(probs, labels, probs, labels, n=5, seed=3)
+    assert plan.skipped_wrong == 3 and plan.queries == [3, 4, 5, 6]
+    assert plan.targets == [2, 2, 2, 1]
+    assert plan.skipped_no_distractor == 0 and plan.distractors[0] == [6]  # the only correct image of class 2
+    assert sorted(plan.distractors[3]) == [4, 5]
+    assert plan == plan_distractors(probs, labels, probs, labels, n=5, seed=3)
+
+
+def test_part_clustering_accuracy():
+    g = torch.Generator().manual_seed(0)
+    n, p = 30, 4
+    kp = torch.zeros(n, p, 3)
+    cells = torch.stack([torch.randperm(16, generator=g)[:p] for _ in range(n)])  # 4x4 grid, 40 px -> 10 px cells
+    kp[..., 0] = (cells % 4).float() * 10 + 5
+    kp[..., 1] = (cells // 4).float() * 10 + 5
+    kp[..., 2] = 1
+    parts = cell_parts(kp, (4, 4), 40).float()  # [n, 16, p]
+    feats = torch.cat([parts, 0.3 * torch.ones(n, 16, 1)], -1) + 0.05 * torch.randn(n, 16, p + 1, generator=g)
+    feats = feats.permute(0, 2, 1).reshape(n, p + 1, 4, 4)
+    assert part_clustering_accuracy(feats, kp, 40, k=8) == pytest.approx(1.0)  # features that name the part
+    noise = torch.randn(n, 8, 4, 4, generator=g)
+    assert part_clustering_accuracy(noise, kp, 40, k=8) < 0.6

@@ -1,0 +1,311 @@
+"""The greedy cell-replacement search (Goyal et al. 2019 + the semantic consistency term of Vandenhende et al. 2022).
+
+A candidate is a pair (query cell i, distractor cell j) over all ``n`` distractors' ``h*w`` cells.
+Each step scores every remaining candidate by
+
+    log g_{c'}(f(I) with cell i replaced by cell j)  +  lambda * log L_s(i, j)
+
+where L_s is the softmax over *all* distractor cells j' of ``cos(u(I)_i, u(I')_j') / tau`` (the
+auxiliary features are L2-normalised, as in the non-parametric softmax the paper takes from SwAV /
+DeepCluster). The pre-filter keeps the global top fraction of candidates by L_s once, before the
+first step. After an edit, every candidate that reuses its query cell or its distractor cell is
+dropped. The search stops when g predicts c' (success) or at ``max_edits`` / when no candidate is
+left (failure, reported, never raised).
+
+Scoring is batched over candidates in chunks. Three exact paths:
+
+- closed form, when g is global average pooling + linear (``W``, ``b``): replacing cell i by cell j
+  changes the logits by ``W (d_j - q_i) / hw``, so all candidates of a step cost one gather and a
+  log-sum-exp over the precomputed ``D W^T / hw`` and ``Q W^T / hw``;
+- first linear, when g starts with a linear layer on the flattened map (VGG's classifier): the first
+  layer's output changes by ``W1_i (d_j - q_i)`` (``W1_i`` = the block of W1 that reads cell i), so
+  only ``d`` of its ``d*h*w`` inputs are multiplied per candidate (candidates are kept sorted by
+  query cell: one matrix product per query cell and chunk); the rest of g runs on the result;
+- generic, any g: candidate feature maps built with one indexed write per chunk and run through g.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, Field
+from torch import nn
+
+from xcorr_core.errors import InputError
+from xcorr_core.validation import check_same_device, check_tensor
+
+from .split import in_training
+
+__all__ = ["Edit", "SearchResult", "semantic_log_likelihood", "search_counterfactual", "apply_edits"]
+
+
+class Edit(BaseModel):
+    """One cell replacement: query cell ``query_cell`` <- cell ``distractor_cell`` of distractor ``distractor``."""
+
+    query_cell: int
+    distractor: int
+    distractor_cell: int
+    score: float = Field(description="total objective of the chosen candidate")
+    log_prob_target: float = Field(description="log g_c'(edited) right after this edit")
+    log_semantic: float | None = Field(None, description="log L_s of the pair (None without the semantic term)")
+
+
+class SearchResult(BaseModel):
+    """What the greedy search found, in cells of the `(h, w)` grid (row-major ``r * w + c``)."""
+
+    target_class: int
+    query_class: int
+    edits: list[Edit]
+    success: bool
+    reason: str = Field(description="'flipped', 'max_edits' or 'no_candidates'")
+    grid: tuple[int, int]
+    n_distractors: int
+    candidates: int = Field(description="candidates after the pre-filter")
+    path: Literal["closed_form", "first_linear", "generic"]
+    seconds: float
+    prob_target: list[float] = Field(description="g_c' before the first edit and after each edit")
+
+
+def semantic_log_likelihood(aux_query: torch.Tensor, aux_distractors: torch.Tensor, temperature: float) -> torch.Tensor:
+    """log L_s `[hw, n*hw]`: for each query cell, log-softmax over all distractor cells of
+    ``cos(u_i, u_j) / temperature``.
+
+    Args:
+        aux_query: `[d', h, w]` auxiliary features of the query.
+        aux_distractors: `[n, d', h, w]` of the distractors, on the same grid.
+    """
+    uq = F.normalize(aux_query.flatten(1).T.float(), dim=1)
+    ud = F.normalize(aux_distractors.permute(0, 2, 3, 1).reshape(-1, aux_distractors.shape[1]).float(), dim=1)
+    return torch.log_softmax(uq @ ud.T / temperature, dim=1)
+
+
+def _check_inputs(query: torch.Tensor, distractors: torch.Tensor) -> None:
+    check_tensor("query features", query, ndim=3, floating=True, non_empty=True, finite=True)
+    if distractors.ndim != 4 or distractors.shape[0] == 0:
+        raise InputError(f"distractor features must be [n >= 1, d, h, w], got {tuple(distractors.shape)}")
+    check_tensor("distractor features", distractors, ndim=4, floating=True, non_empty=True, finite=True)
+    check_same_device(query=query, distractors=distractors)
+    if distractors.shape[1:] != query.shape:
+        raise InputError(f"query features {tuple(query.shape)} and distractor features {tuple(distractors.shape[1:])} "
+                         "differ: all images must give the same [d, h, w] grid")
+
+
+class _ClosedForm:
+    """Scores for g = pooling + linear. Keeps the current logits ``z`` and the per-cell logit
+    contributions ``Q W^T / hw``; an edit i <- j updates both in O(C)."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, cur: torch.Tensor, dcells: torch.Tensor, target: int,
+                 chunk: int) -> None:
+        w = weight.to(dcells.dtype)
+        hw = cur.shape[0]
+        self.wd = dcells @ w.T / hw  # [N, C], fixed for the whole search
+        self.wq = cur @ w.T / hw  # [hw, C]
+        b = bias.to(dcells.dtype) if bias is not None else 0.0
+        self.z = self.wq.sum(0) + b  # current logits [C]
+        self.target, self.chunk = target, chunk
+
+    def score(self, ci: torch.Tensor, cj: torch.Tensor) -> torch.Tensor:
+        out = torch.empty(len(ci), dtype=self.z.dtype, device=self.z.device)
+        for s in range(0, len(ci), self.chunk):
+            z = self.z + self.wd[cj[s:s + self.chunk]] - self.wq[ci[s:s + self.chunk]]
+            out[s:s + self.chunk] = z[:, self.target] - torch.logsumexp(z, dim=1)
+        return out
+
+    def apply(self, i: int, j: int) -> torch.Tensor:
+        self.z = self.z + self.wd[j] - self.wq[i]
+        self.wq[i] = self.wd[j]
+        return self.z
+
+
+class _FirstLinear:
+    """Scores for g = rest(W1 vec(x) + b1), W1 given as per-cell blocks `[hw, d, out]`. Keeps the first
+    layer's current output ``pre`` and each cell's contribution ``q_p W1_p``; candidates must be
+    sorted by query cell."""
+
+    def __init__(self, blocks: torch.Tensor, b1: torch.Tensor | None, rest: nn.Module, cur: torch.Tensor, dcells: torch.Tensor,
+                 target: int, chunk: int) -> None:
+        self.blocks = blocks.to(cur.dtype)
+        self.cq = torch.bmm(cur[:, None, :], self.blocks)[:, 0]  # [hw, out]
+        self.pre = self.cq.sum(0) + (b1.to(cur.dtype) if b1 is not None else 0.0)
+        self.rest, self.dcells, self.target, self.chunk = rest, dcells, target, chunk
+        self.z = rest(self.pre[None])[0]
+
+    def score(self, ci: torch.Tensor, cj: torch.Tensor) -> torch.Tensor:
+        out = torch.empty(len(ci), dtype=self.pre.dtype, device=self.pre.device)
+        for s in range(0, len(ci), self.chunk):
+            i, j = ci[s:s + self.chunk], cj[s:s + self.chunk]
+            a = torch.empty(len(i), self.pre.shape[0], dtype=self.pre.dtype, device=self.pre.device)
+            cells, counts = torch.unique_consecutive(i, return_counts=True)
+            start = 0
+            for p, c in zip(cells.tolist(), counts.tolist()):  # at most h*w runs: one product per query cell
+                torch.mm(self.dcells[j[start:start + c]], self.blocks[p], out=a[start:start + c])
+                a[start:start + c] -= self.cq[p]
+                start += c
+            a += self.pre
+            out[s:s + self.chunk] = torch.log_softmax(self.rest(a).float(), dim=1)[:, self.target].to(out.dtype)
+        return out
+
+    def apply(self, i: int, j: int) -> torch.Tensor:
+        new = self.dcells[j] @ self.blocks[i]
+        self.pre = self.pre + new - self.cq[i]
+        self.cq[i] = new
+        self.z = self.rest(self.pre[None])[0]
+        return self.z
+
+
+class _Generic:
+    """Scores for any g: candidate maps built with one indexed write per chunk and run through g."""
+
+    def __init__(self, g: nn.Module, cur: torch.Tensor, dcells: torch.Tensor, shape: tuple[int, int, int], target: int,
+                 chunk: int) -> None:
+        self.g, self.cur, self.dcells, self.shape, self.target, self.chunk = g, cur, dcells, shape, target, chunk
+        self.z = self._run(cur[None])[0]
+
+    def _run(self, cells: torch.Tensor) -> torch.Tensor:  # [B, hw, d] -> logits [B, C]
+        d, h, w = self.shape
+        return self.g(cells.transpose(1, 2).reshape(-1, d, h, w))
+
+    def score(self, ci: torch.Tensor, cj: torch.Tensor) -> torch.Tensor:
+        cur = self.cur
+        out = torch.empty(len(ci), dtype=cur.dtype, device=cur.device)
+        for s in range(0, len(ci), self.chunk):
+            i, j = ci[s:s + self.chunk], cj[s:s + self.chunk]
+            x = cur.expand(len(i), -1, -1).clone()
+            x[torch.arange(len(i), device=cur.device), i] = self.dcells[j]  # one indexed write builds the whole chunk
+            out[s:s + self.chunk] = torch.log_softmax(self._run(x).float(), dim=1)[:, self.target].to(out.dtype)
+        return out
+
+    def apply(self, i: int, j: int) -> torch.Tensor:
+        self.cur[i] = self.dcells[j]
+        self.z = self._run(self.cur[None])[0]
+        return self.z
+
+
+@torch.no_grad()
+def search_counterfactual(
+    query: torch.Tensor,
+    distractors: torch.Tensor,
+    g: nn.Module,
+    target: int,
+    *,
+    log_semantic: torch.Tensor | None = None,
+    semantic_weight: float = 0.4,
+    prefilter: float = 1.0,
+    max_edits: int | None = None,
+    stop_at_flip: bool = True,
+    linear_head: tuple[torch.Tensor, torch.Tensor | None] | None = None,
+    first_linear: tuple[torch.Tensor, torch.Tensor | None, nn.Module] | None = None,
+    path: Literal["auto", "closed_form", "first_linear", "generic"] = "auto",
+    chunk: int = 4096,
+) -> SearchResult:
+    """Greedy counterfactual search in feature space.
+
+    Args:
+        query: f(I) `[d, h, w]`.
+        distractors: f(I') of the n distractors `[n, d, h, w]`.
+        g: decision network `[B, d, h, w]` -> logits `[B, C]` (eval mode).
+        target: the distractor class c'.
+        log_semantic: log L_s `[hw, n*hw]` from `semantic_log_likelihood`; None = no semantic term
+            (then ``semantic_weight`` is ignored and the pre-filter is not allowed).
+        semantic_weight: lambda (paper 0.4).
+        prefilter: fraction of candidates kept by L_s before the search (paper 0.1; 1.0 = off).
+        max_edits: cap on edits (default none: at most h*w, one per query cell); reaching it is a reported failure.
+        stop_at_flip: stop as soon as g predicts ``target`` (False: always make ``max_edits`` edits,
+            for benchmarks).
+        linear_head: (W `[C, d]`, b `[C]`) when g is pooling + linear; enables the closed form.
+        first_linear: (W1 blocks `[h*w, d, out]`, b1, rest) when g starts with a linear layer on the flattened
+            map (`split.first_linear_of`); enables the first-linear path.
+        path: ``"auto"`` takes the closed form, else the first-linear path, else the generic one.
+        chunk: candidates scored per batch (bounds memory: the generic path holds
+            ``chunk * h * w * d`` floats).
+    """
+    t0 = time.perf_counter()
+    _check_inputs(query, distractors)
+    if in_training(g):
+        raise InputError("g is in training mode (dropout / batch-norm statistics would make scores random): call model.eval()")
+    if not 0 < prefilter <= 1:
+        raise InputError(f"prefilter must be in (0, 1], got {prefilter}")
+    if chunk < 1:
+        raise InputError(f"chunk must be >= 1, got {chunk}")
+    d, h, w = query.shape
+    n, hw = distractors.shape[0], h * w
+    big_n = n * hw
+    if log_semantic is not None and tuple(log_semantic.shape) != (hw, big_n):
+        raise InputError(f"log_semantic must be [h*w, n*h*w] = [{hw}, {big_n}], got {tuple(log_semantic.shape)}")
+    if log_semantic is None and prefilter < 1:
+        raise InputError("the pre-filter ranks candidates by the semantic term: give auxiliary features or set prefilter=1")
+    if max_edits is None:
+        max_edits = hw  # each edit uses up a query cell: never more than h*w
+    elif max_edits < 1:
+        raise InputError(f"max_edits must be >= 1, got {max_edits}")
+    if path == "closed_form" and linear_head is None:
+        raise InputError("path='closed_form' needs g to be global average pooling + linear (linear_head)")
+    if path == "first_linear" and first_linear is None:
+        raise InputError("path='first_linear' needs g to start with a linear layer on the flattened map (first_linear)")
+    if path == "auto":
+        path = "closed_form" if linear_head is not None else "first_linear" if first_linear is not None else "generic"
+
+    dev = query.device
+    cur = query.flatten(1).T.contiguous()  # [hw, d]
+    dcells = distractors.permute(0, 2, 3, 1).reshape(big_n, d).contiguous()  # [n*hw, d]
+    scorer: _ClosedForm | _FirstLinear | _Generic
+    if path == "closed_form":
+        scorer = _ClosedForm(linear_head[0], linear_head[1], cur, dcells, target, chunk)  # type: ignore[index]
+    elif path == "first_linear":
+        scorer = _FirstLinear(*first_linear, cur, dcells, target, chunk)  # type: ignore[misc]
+    else:
+        scorer = _Generic(g, cur, dcells, (d, h, w), target, chunk)
+
+    # candidates: flat k = i * (n*hw) + j, optionally the global top fraction by L_s
+    if log_semantic is not None and prefilter < 1:
+        keep = max(1, math.ceil(prefilter * hw * big_n))
+        flat = torch.topk(log_semantic.flatten(), keep, sorted=False).indices.sort().values  # sorted by query cell
+    else:
+        flat = torch.arange(hw * big_n, device=dev)
+    ci, cj = flat // big_n, flat % big_n
+    sem = log_semantic.flatten()[flat] if log_semantic is not None else None
+    n_candidates = len(flat)
+
+    logits = scorer.z
+    query_class = int(logits.argmax())
+    probs = [float(torch.softmax(logits.float(), 0)[target])]
+    edits: list[Edit] = []
+    reason = "max_edits"
+    if query_class == target:
+        raise InputError(f"g already predicts the target class {target} for the query: nothing to explain")
+    while True:
+        if stop_at_flip and int(logits.argmax()) == target:
+            reason = "flipped"
+            break
+        if len(ci) == 0:
+            reason = "flipped" if int(logits.argmax()) == target else "no_candidates"
+            break
+        if len(edits) >= max_edits:
+            reason = "flipped" if int(logits.argmax()) == target else "max_edits"
+            break
+        lp = scorer.score(ci, cj)
+        total = lp + semantic_weight * sem if sem is not None else lp
+        k = int(torch.argmax(total))
+        i, j = int(ci[k]), int(cj[k])
+        logits = scorer.apply(i, j)
+        edits.append(Edit(query_cell=i, distractor=j // hw, distractor_cell=j % hw, score=float(total[k]),
+                          log_prob_target=float(lp[k]), log_semantic=float(sem[k]) if sem is not None else None))
+        alive = (ci != i) & (cj != j)
+        ci, cj = ci[alive], cj[alive]
+        sem = sem[alive] if sem is not None else None
+        probs.append(float(torch.softmax(logits.float(), 0)[target]))
+    return SearchResult(target_class=target, query_class=query_class, edits=edits, success=reason == "flipped", reason=reason,
+                        grid=(h, w), n_distractors=n, candidates=n_candidates, path=path,
+                        seconds=time.perf_counter() - t0, prob_target=probs)
+
+
+def apply_edits(query: torch.Tensor, distractors: torch.Tensor, edits: list[Edit]) -> torch.Tensor:
+    """The edited features f(I*) `[d, h, w]`: every edit applied to the query at once (eq. 1)."""
+    d, h, w = query.shape
+    out = query.clone().flatten(1)
+    for e in edits:  # a handful of edits; used to re-check results
+        out[:, e.query_cell] = distractors[e.distractor].flatten(1)[:, e.distractor_cell]
+    return out.view(d, h, w)
