@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 import xcorr_core as xc
 from xcorr_scc_counterfactual import Counterfactual, Edit
@@ -79,3 +81,18 @@ def test_part_clustering_accuracy():
     assert part_clustering_accuracy(feats, kp, 40, k=8) == pytest.approx(1.0)  # features that name the part
     noise = torch.randn(n, 8, 4, 4, generator=g)
     assert part_clustering_accuracy(noise, kp, 40, k=8) < 0.6
+
+
+@given(st.integers(0, 10_000))
+def test_same_kp_implies_near_kp(seed):
+    g = torch.Generator().manual_seed(seed)
+    kp = torch.rand(3, 5, 3, generator=g) * torch.tensor([40.0, 40.0, 1.0])
+    kp[..., 2] = (kp[..., 2] > 0.3).float()
+    cells = torch.randperm(16, generator=g)[:6].tolist()
+    cf = Counterfactual(method="t", query_class=0, target_class=1,
+                        edits=[Edit(query_cell=cells[k], distractor=k % 2, distractor_cell=cells[k + 3], score=0.0, log_prob_target=0.0) for k in range(3)],
+                        success=True, reason="flipped", grid=(4, 4), image_size=(40, 40), n_distractors=2, prob_target=[0.1] * 4,
+                        candidates=1, seconds=0.0, path="generic")
+    s = edit_scores(cf, kp[0], kp[1:])
+    assert bool((s["same_kp"] <= s["near_kp"]).all()) and bool((s["near_kp"][s["same_kp"] == 1] == 1).all())
+    assert set(s["near_kp"].tolist()) <= {0.0, 0.5, 1.0}

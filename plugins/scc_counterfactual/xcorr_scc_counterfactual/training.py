@@ -5,11 +5,11 @@
   soft-target cross-entropy as in the paper's supplement. Uses keypoints: the Table 4 upper bound.
 - ``train_ssl``: a SmallResNet trained on SynthBirds *without labels*: SimCLR's NT-Xent on the global
   embedding plus a dense term between the layer4 cells of two views that cover the same spot of the
-  image (the views' crop/flip parameters are known, so cell correspondences are exact): either an
-  InfoNCE over cells (``dense="infonce"``, SimCLR-style) or SwAV's swapped prediction of
-  Sinkhorn-balanced assignments of cells to learned prototypes (``dense="swav"``), which groups
-  cells of different images. Strong colour augmentation (channel shuffles, grey) keeps it from
-  matching cells by colour alone.
+  image (the views' crop/flip parameters are known, so cell correspondences are exact): an InfoNCE
+  over cells (``dense="infonce"``, SimCLR-style; the shipped model) or SwAV's swapped prediction of
+  Sinkhorn-balanced assignments of cells to learned prototypes (``dense="swav"``; tried, it
+  clustered parts no better: K-means accuracy 35.0 / 44.2 / 59.2 % vs 35.7 / 45.7 / 58.5 %).
+  Strong colour augmentation (channel shuffles, grey) keeps it from matching cells by colour alone.
 
 Both models are saved with the core's checkpoint format (float16, weights only).
 """
@@ -225,7 +225,7 @@ class _DenseHead(nn.Module):
 
 
 def train_ssl(epochs: int = 20, per_class: int = 60, seed: int = 0, lr: float = 2e-3, batch: int = 96,
-              temperature: float = 0.2, dense_weight: float = 1.0, dense: str = "swav", prototypes: int = 32,
+              temperature: float = 0.2, dense_weight: float = 1.0, dense: str = "infonce", prototypes: int = 32,
               log: Any = print) -> tuple[SmallResNet, dict[str, Any]]:
     """Self-supervised SmallResNet on SynthBirds train images (labels are never read)."""
     if dense not in ("infonce", "swav"):
@@ -236,8 +236,10 @@ def train_ssl(epochs: int = 20, per_class: int = 60, seed: int = 0, lr: float = 
     images = train.images  # the labels are not used
     model = SmallResNet(128, head="embedding")
     head = _DenseHead(model.widths[-1])
-    protos = nn.Parameter(torch.randn(prototypes, 128))
-    params = list(model.parameters()) + list(head.parameters()) + [protos]
+    params = list(model.parameters()) + list(head.parameters())
+    protos = nn.Parameter(torch.randn(prototypes, 128)) if dense == "swav" else None
+    if protos is not None:
+        params.append(protos)
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
     steps = epochs * (len(images) // batch)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
