@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from .knn import NeighbourExplanation
     from .pipeline import RunResult
 
-__all__ = ["plot_neighbour_explanation", "plot_accuracy", "plot_bird_samples", "plot_herd_pair", "save_figure", "PAIR_COLORS"]
+__all__ = ["plot_neighbour_explanation", "plot_accuracy", "plot_bird_samples", "plot_herd_pair", "save_figure", "PAIR_COLORS", "cell_box"]
 
 PAIR_COLORS = ["#e41a1c", "#377eb8", "#4daf4a", "#ff7f00", "#984ea3", "#a65628", "#f781bf", "#999999"]
 
@@ -35,7 +35,8 @@ def _show(ax: Any, img: torch.Tensor | None, title: str = "", color: str = "blac
     ax.set_title(title, fontsize=8, color=color)
 
 
-def _cell_box(ax: Any, idx: int, grid: tuple[int, int], size: tuple[int, int], color: str, label: str | None = None) -> None:
+def cell_box(ax: Any, idx: int, grid: tuple[int, int], size: tuple[int, int], color: str, label: str | None = None) -> None:
+    """Outline cell ``idx`` (row-major in ``grid``) of an image of ``size`` `(H, W)` on ``ax``, with an optional label."""
     gh, gw = grid
     h, w = size
     r, c = divmod(int(idx), gw)
@@ -70,8 +71,8 @@ def plot_neighbour_explanation(exp: "NeighbourExplanation", images: Callable[[in
             _show(axes[1][j], img, f"#{int(exp.support_ranks[j]) + 1} of {exp.k}, score {float(exp.support_scores[j]):.3f}")
             for l, (qi, ci) in enumerate(exp.patch_pairs[j].tolist()):
                 col = PAIR_COLORS[l % len(PAIR_COLORS)]
-                _cell_box(axes[0][j], qi, exp.grid, size, col, str(l + 1))
-                _cell_box(axes[1][j], ci, exp.grid, size, col, str(l + 1))
+                cell_box(axes[0][j], qi, exp.grid, size, col, str(l + 1))
+                cell_box(axes[1][j], ci, exp.grid, size, col, str(l + 1))
             if exp.patch_weights is not None:
                 ws = " ".join(f"{l + 1}:{float(w):.3f}" for l, w in enumerate(exp.patch_weights[j].tolist()))
                 axes[1][j].set_xlabel(f"weights {ws}", fontsize=6)

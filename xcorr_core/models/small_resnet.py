@@ -58,9 +58,12 @@ class SmallResNet(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(w4, out_dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The layer4 map `[B, widths[3], H/16, W/16]` of images `[B, 3, H, W]` in [0, 1]."""
         x = (x - self.mean) / self.std
         x = self.relu(self.bn1(self.conv1(x)))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        x = self.fc(torch.flatten(self.avgpool(x), 1))
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.fc(torch.flatten(self.avgpool(self.forward_features(x)), 1))
         return F.normalize(x, dim=1) if self.head == "embedding" else x

@@ -91,7 +91,7 @@ class _RuleState:
             gout = (gout,)
         grads = dict(zip(live, torch.autograd.grad([outputs[k] for k in live], [inputs[k] for k in live],
                                                    grad_outputs=[gout[k] for k in live], retain_graph=True))) if live else {}
-        return rule.reducer(inputs, [grads.get(k, torch.zeros_like(i)) for k, i in enumerate(inputs)])
+        return rule.reducer(inputs, [grads[k] if k in grads else torch.zeros_like(i) for k, i in enumerate(inputs)])
 
 
 class _RuleNode(torch.autograd.Function):

@@ -7,9 +7,8 @@ from typing import TYPE_CHECKING, Any, Sequence
 import torch
 from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
-from matplotlib.patches import Rectangle
 
-from xcorr_core.viz import PAIR_COLORS
+from xcorr_core.viz import PAIR_COLORS, cell_box
 
 if TYPE_CHECKING:
     from .explainer import Counterfactual
@@ -25,14 +24,6 @@ def dim_outside(image: torch.Tensor, cells: Sequence[int], grid: tuple[int, int]
         keep[torch.as_tensor(list(cells))] = True
     mask = torch.nn.functional.interpolate(keep.view(1, 1, *grid).float(), size=(h, w), mode="nearest")[0]
     return image * (mask + (1 - mask) * (1 - strength)) + (1 - mask) * strength
-
-
-def _box(ax: Any, cell: int, grid: tuple[int, int], size: tuple[int, int], color: str, label: str) -> None:
-    r, c = divmod(cell, grid[1])
-    ch, cw = size[0] / grid[0], size[1] / grid[1]
-    ax.add_patch(Rectangle((c * cw - 0.5, r * ch - 0.5), cw, ch, fill=False, edgecolor=color, linewidth=2.0))
-    ax.text(c * cw + 1, r * ch + 1, label, color="white", fontsize=7, va="top", fontweight="bold",
-            bbox={"facecolor": color, "pad": 0.6, "linewidth": 0})
 
 
 def plot_counterfactual(cf: "Counterfactual", query_image: torch.Tensor | None, distractor_images: torch.Tensor | None,
@@ -57,9 +48,9 @@ def plot_counterfactual(cf: "Counterfactual", query_image: torch.Tensor | None, 
     axes[0].set_title(f"query: {name(cf.query_class)}\np({name(cf.target_class)}) {p0:.2f} -> {p1:.2f}", fontsize=8)
     for k, e in enumerate(cf.edits):
         color = PAIR_COLORS[k % len(PAIR_COLORS)]
-        _box(axes[0], e.query_cell, cf.grid, size, color, str(k + 1))
+        cell_box(axes[0], e.query_cell, cf.grid, size, color, str(k + 1))
         if e.distractor in shown:
-            _box(axes[1 + shown.index(e.distractor)], e.distractor_cell, cf.grid, size, color, str(k + 1))
+            cell_box(axes[1 + shown.index(e.distractor)], e.distractor_cell, cf.grid, size, color, str(k + 1))
     for col, d in enumerate(shown, start=1):
         if distractor_images is not None and d < len(distractor_images):
             cells = [e.distractor_cell for e in cf.edits if e.distractor == d]

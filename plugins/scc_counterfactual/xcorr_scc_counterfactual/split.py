@@ -48,6 +48,11 @@ class _Chain(nn.Module):
         return x
 
 
+def _modules_of(g: nn.Module) -> list[nn.Module] | None:
+    """The steps of a chain this file built or of an ``nn.Sequential``; None for any other module."""
+    return list(g.parts) if isinstance(g, _Chain) else list(g) if isinstance(g, nn.Sequential) else None
+
+
 def in_training(g: nn.Module) -> bool:
     """Whether any module of ``g`` (other than this file's parameter-free wrappers) is in training mode."""
     return any(m.training for m in g.modules() if not isinstance(m, (PoolLinear, _Chain)))
@@ -61,7 +66,7 @@ def linear_head_of(g: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None] | N
     """
     if isinstance(g, PoolLinear):
         return g.fc.weight, g.fc.bias
-    mods = list(g.parts) if isinstance(g, _Chain) else list(g) if isinstance(g, nn.Sequential) else None
+    mods = _modules_of(g)
     if not mods:
         return None
     mods = [m for m in mods if not isinstance(m, (nn.Flatten, nn.Identity, nn.Dropout))]
@@ -86,7 +91,7 @@ def first_linear_of(g: nn.Module, shape: tuple[int, int, int]) -> tuple[torch.Te
     flattened map, as VGG's classifier does. Block p is the part of W1 that reads cell p (transposed,
     contiguous: a copy of W1, 411 MB for VGG-16); ``rest`` maps the first layer's output `[B, out]`
     to logits."""
-    mods = list(g.parts) if isinstance(g, _Chain) else list(g) if isinstance(g, nn.Sequential) else None
+    mods = _modules_of(g)
     if not mods:
         return None
     d, h, w = shape

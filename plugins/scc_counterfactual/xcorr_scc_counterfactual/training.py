@@ -69,10 +69,7 @@ def _shift_flip(x: torch.Tensor, kp: torch.Tensor, gen: torch.Generator, pad: in
 
 def cell_logits(model: SmallResNet, x: torch.Tensor) -> torch.Tensor:
     """The parts detector's per-cell logits `[B, 1 + P, h, w]`: ``fc`` applied to every layer4 cell."""
-    x = (x - model.mean) / model.std
-    x = model.relu(model.bn1(model.conv1(x)))
-    x = model.layer4(model.layer3(model.layer2(model.layer1(x))))
-    return torch.einsum("bchw,kc->bkhw", x, model.fc.weight) + model.fc.bias[None, :, None, None]
+    return torch.einsum("bchw,kc->bkhw", model.forward_features(x), model.fc.weight) + model.fc.bias[None, :, None, None]
 
 
 def train_parts_detector(epochs: int = 20, per_class: int = 60, seed: int = 0, lr: float = 2e-3,
@@ -165,10 +162,11 @@ def _cell_centres(theta: torch.Tensor, h: int, w: int) -> torch.Tensor:
     return torch.einsum("bij,pj->bpi", theta, pts)
 
 
-def _backbone(model: SmallResNet, x: torch.Tensor) -> torch.Tensor:
-    x = (x - model.mean) / model.std
-    x = model.relu(model.bn1(model.conv1(x)))
-    return model.layer4(model.layer3(model.layer2(model.layer1(x))))
+def _corresponding(ca: torch.Tensor, cb: torch.Tensor, scale_b: torch.Tensor, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each cell of view a `[B, hw]`: the nearest cell of view b of the same image, and whether it lies
+    within one b cell (cell centres ``ca``, ``cb`` `[B, hw, 2]` in image-normalised coordinates)."""
+    near, pos = torch.cdist(ca, cb).min(-1)
+    return pos, near < (2.0 / w) * scale_b[:, None]
 
 
 def dense_info_nce(fa: torch.Tensor, fb: torch.Tensor, ca: torch.Tensor, cb: torch.Tensor, scale_b: torch.Tensor,
@@ -178,9 +176,7 @@ def dense_info_nce(fa: torch.Tensor, fb: torch.Tensor, ca: torch.Tensor, cb: tor
     b, d, h, w = fa.shape
     za = F.normalize(fa.flatten(2).transpose(1, 2), dim=-1)  # [B, hw, D]
     zb = F.normalize(fb.flatten(2).transpose(1, 2), dim=-1)
-    dist = torch.cdist(ca, cb)  # [B, hw, hw]
-    near, pos = dist.min(-1)
-    ok = near < (2.0 / w) * scale_b[:, None]
+    pos, ok = _corresponding(ca, cb, scale_b, w)
     logits = torch.einsum("bpd,qd->bpq", za, zb.reshape(b * h * w, d)) / temperature  # [B, hw, B*hw]
     target = pos + (torch.arange(b) * h * w)[:, None]
     loss = F.cross_entropy(logits[ok], target[ok]) if bool(ok.any()) else logits.sum() * 0
@@ -206,8 +202,7 @@ def dense_swav(fa: torch.Tensor, fb: torch.Tensor, ca: torch.Tensor, cb: torch.T
     b, d, h, w = fa.shape
     za = F.normalize(fa.flatten(2).transpose(1, 2), dim=-1)  # [B, hw, D]
     zb = F.normalize(fb.flatten(2).transpose(1, 2), dim=-1)
-    near, pos = torch.cdist(ca, cb).min(-1)
-    ok = near < (2.0 / w) * scale_b[:, None]
+    pos, ok = _corresponding(ca, cb, scale_b, w)
     protos = F.normalize(prototypes, dim=1)
     sa = za[ok] @ protos.T  # [M, K]
     sb = torch.gather(zb, 1, pos[..., None].expand(-1, -1, d))[ok] @ protos.T
@@ -253,7 +248,7 @@ def train_ssl(epochs: int = 20, per_class: int = 60, seed: int = 0, lr: float = 
             x = images[perm[i:i + batch]].float() / 255
             va, ta = _views(x, gen)
             vb, tb = _views(x, gen)
-            fa, fb = _backbone(model, torch.cat([va, vb])).chunk(2)
+            fa, fb = model.forward_features(torch.cat([va, vb])).chunk(2)
             za = F.normalize(model.fc(fa.mean((2, 3))), dim=1)
             zb = F.normalize(model.fc(fb.mean((2, 3))), dim=1)
             lg = nt_xent(za, zb, temperature)
