@@ -150,3 +150,19 @@ def test_cases_and_explain_match_run(tiny_model, tiny_birds) -> None:
     assert [e.query_id for e in exps] == idx and all(e.patch_pairs is not None for e in exps)
     with pytest.raises(xc.InputError, match="unknown method"):
         pipe.cases(test, idx, method="emd")
+
+
+def test_all_rerankers_skips_those_that_opt_out(tiny_model) -> None:
+    _register()
+
+    class Expensive(ReverseReRanker):
+        name = "test_expensive"
+        auto = False
+
+    mod = types.ModuleType("opt_out")
+    mod.register_rerankers = xc.hookimpl(lambda register: register(Expensive))
+    xc.register_plugin(mod, name="opt_out")
+    auto = xc.Pipeline({"all_rerankers": True}, model=tiny_model).methods
+    assert "test_reverse" in auto and "test_expensive" not in auto
+    named = xc.Pipeline({"rerankers": [{"name": "test_expensive"}]}, model=tiny_model).methods
+    assert named == ["knn", "test_expensive"]

@@ -57,6 +57,16 @@ def wilson_interval(successes: int, n: int, level: float = 0.95) -> tuple[float,
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
+def mcnemar_exact(b: int, c: int) -> float:
+    """Two-sided exact McNemar p-value from the discordant counts b and c (paired comparisons
+    of two classifiers on the same queries)."""
+    n = b + c
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(b, c) + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
 class Top1Accuracy(Metric):
     """Fraction of correct predictions, with a Wilson confidence interval."""
 

@@ -62,6 +62,10 @@ class ReRanker(Component):
 
     #: layer whose spatial maps the re-ranker reads (None: the pipeline's spatial layer)
     layer: ClassVar[str | None] = None
+    #: False: ``all_rerankers`` in a pipeline spec skips this re-ranker (it needs inputs a
+    #: pipeline cannot supply, e.g. CHM-Corr+'s query keypoints, or it costs far more than a
+    #: feature comparison, e.g. a network per candidate); naming it in ``rerankers`` still runs it
+    auto: ClassVar[bool] = True
 
     def rerank(self, query: torch.Tensor, candidates: torch.Tensor) -> Ranking:
         """Score ``candidates`` `[N, C, H, W]` against ``query`` `[C, H, W]`."""

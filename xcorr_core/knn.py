@@ -15,7 +15,8 @@ from .index import GalleryIndex, SearchResult
 from .results import Explanation, Tensor, TensorModel
 from .validation import check_tensor
 
-__all__ = ["majority_vote", "support_neighbours", "KNNClassifier", "KNNPrediction", "NeighbourExplanation"]
+__all__ = ["majority_vote", "support_neighbours", "KNNClassifier", "KNNPrediction", "NeighbourExplanation", "explain_neighbours",
+           "explain_reranked"]
 
 TieBreak = Literal["lowest_label", "nearest"]
 
@@ -167,3 +168,24 @@ def explain_neighbours(ids: torch.Tensor, labels: torch.Tensor, scores: torch.Te
         method=method, query_id=query_id, prediction=prediction, confidence=confidence,
         support_ids=ids[r], support_scores=scores[r], support_ranks=r, k=int(labels.shape[0]), meta={"decided_by": "knn"},
     )
+
+
+def explain_reranked(case: Any, *, top: int = 5, method: str, meta: dict[str, Any] | None = None) -> NeighbourExplanation:
+    """The explanation of a re-ranked decision: up to ``top`` re-ranked neighbours of the predicted
+    class, each with the patch pairs and weights its re-ranker scored (``case.ranking``).
+
+    ``case`` is a `Case` with ``neighbour_ids/labels/scores``, ``prediction``, ``ranking``,
+    ``shortlist_ids`` and ``grid``; a missing field raises `InputError` naming it.
+    """
+    needed = ("neighbour_ids", "neighbour_labels", "neighbour_scores", "prediction", "ranking", "shortlist_ids", "grid")
+    missing = [f for f in needed if getattr(case, f, None) is None]
+    if missing:
+        raise InputError(f"{method} explanation needs {missing}; run it on decisions of a re-ranker")
+    exp = explain_neighbours(case.neighbour_ids, case.neighbour_labels, case.neighbour_scores, case.prediction, case.confidence,
+                             top=top, query_id=case.query_id, method=method)
+    where = (case.shortlist_ids[None, :] == exp.support_ids[:, None]).int().argmax(1)
+    exp.patch_pairs = case.ranking.pairs[where]
+    exp.patch_weights = case.ranking.weights[where]
+    exp.grid = case.grid
+    exp.meta = {"decided_by": case.method, **(meta or {})}
+    return exp

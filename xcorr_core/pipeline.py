@@ -80,7 +80,8 @@ class PipelineSpec(StrictConfig):
     index: IndexSpec = Field(default_factory=IndexSpec)
     shortlist: int = Field(50, ge=1, description="candidates re-rankers see (N)")
     rerankers: list[ComponentSpec] = Field(default_factory=list)
-    all_rerankers: bool = Field(False, description="also run every installed re-ranker with its default config")
+    all_rerankers: bool = Field(False, description="also run every installed re-ranker with its default config "
+                                                    "(except those whose class sets auto = False)")
     decision: DecisionSpec = Field(default_factory=DecisionSpec)
     explainers: list[ComponentSpec] = Field(default_factory=lambda: [ComponentSpec(name="nearest_neighbours")])
     metrics: list[ComponentSpec] = Field(default_factory=lambda: [ComponentSpec(name="top1_accuracy"), ComponentSpec(name="mean_confidence")])
@@ -228,7 +229,8 @@ class Pipeline:
         rr_specs = list(spec.rerankers)
         if spec.all_rerankers:
             named = {r.name for r in rr_specs}
-            rr_specs += [ComponentSpec(name=c.name) for c in registry.components("reranker") if c.name not in named]
+            rr_specs += [ComponentSpec(name=c.name) for c in registry.components("reranker")
+                         if c.name not in named and getattr(registry.get_class("reranker", c.name), "auto", True)]
 
         def make(kind: str, where: str, cs: ComponentSpec) -> Any:
             try:

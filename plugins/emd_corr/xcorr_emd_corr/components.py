@@ -8,7 +8,7 @@ import torch
 from pydantic import Field
 
 import xcorr_core as xc
-from xcorr_core.knn import NeighbourExplanation, explain_neighbours, support_neighbours
+from xcorr_core.knn import NeighbourExplanation, explain_reranked, support_neighbours
 from xcorr_core.validation import check_tensor
 
 from .emd import emd_corr_scores
@@ -82,18 +82,8 @@ class EMDCorrExplainer(xc.Explainer):
         boxes: bool = Field(True, description="draw the patch pairs (EMD-Corr); False gives EMD-NN")
 
     def explain(self, case: xc.Case) -> NeighbourExplanation:
-        missing = [f for f in sorted(self.requires) if getattr(case, f) is None]
-        if missing:
-            raise xc.InputError(f"emd_corr explanation needs {missing}; run it on decisions of the emd_corr re-ranker")
-        exp = explain_neighbours(case.neighbour_ids, case.neighbour_labels, case.neighbour_scores, case.prediction,
-                                 case.confidence, top=self.config.top, query_id=case.query_id,
-                                 method="emd_corr" if self.config.boxes else "emd_nn")
-        where = (case.shortlist_ids[None, :] == exp.support_ids[:, None]).int().argmax(1)
-        exp.patch_pairs = case.ranking.pairs[where]
-        exp.patch_weights = case.ranking.weights[where]
-        exp.grid = case.grid
-        exp.meta = {"boxes": self.config.boxes, "weights": "flows", "decided_by": case.method}
-        return exp
+        return explain_reranked(case, top=self.config.top, method="emd_corr" if self.config.boxes else "emd_nn",
+                                meta={"boxes": self.config.boxes, "weights": "flows"})
 
 
 class ExplanationDiversity(xc.Metric):

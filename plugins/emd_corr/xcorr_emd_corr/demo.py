@@ -4,22 +4,13 @@ EMD-Corr explanation figures for one right and one wrong decision."""
 from __future__ import annotations
 
 import html
-import math
 from typing import Any
 
+from xcorr_core.builtins import mcnemar_exact
 from xcorr_core.demo import DemoSection
 from xcorr_core.viz import save_figure
 
 from .components import EMDCorrExplainer, ExplanationDiversity
-
-
-def mcnemar_exact(b: int, c: int) -> float:
-    """Two-sided exact McNemar p-value from the discordant counts b and c."""
-    n = b + c
-    if n == 0:
-        return 1.0
-    tail = sum(math.comb(n, i) for i in range(min(b, c) + 1)) / 2**n
-    return min(1.0, 2 * tail)
 
 
 def emd_corr_section(ctx: Any) -> DemoSection:
