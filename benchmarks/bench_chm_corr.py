@@ -1,0 +1,136 @@
+"""CHM-Corr re-ranking speed and memory (needs the chm_corr plugin installed).
+
+    python benchmarks/bench_chm_corr.py [--repeats 3] [--skip-resnet101]
+
+In one run:
+  * the shipped small CHM (SynthBirds SmallResNet layer4, 256 x 7 x 7 maps): one query
+    against N = 50 candidates, batched (all 50 pairs through CHMNet in chunks) vs the naive
+    baseline, a loop over candidates running the same method one pair at a time; the split
+    of the batched run into CHMNet (transfers), masks and scoring;
+  * the authors' architecture (two-stream ResNet-101 at layer3, 240 px, random weights): the
+    same comparison from images (the backbone runs per pair, as in the authors' model);
+  * peak extra memory (max RSS) of each batched run, each in a fresh process.
+Prints JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _timing import median_seconds  # noqa: E402
+
+from xcorr_chm_corr import authors_chmnet, chm_corr_rerank, chm_transfers, load_pretrained  # noqa: E402
+from xcorr_chm_corr.scoring import cc_mask, chm_corr_scores, grid_points, paired_cells  # noqa: E402
+
+
+def small_inputs(n: int = 50) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(256, 7, 7, generator=g).relu_(), torch.randn(n, 256, 7, 7, generator=g).relu_()
+
+
+def small_loop(chm, q, cands) -> torch.Tensor:
+    return torch.cat([chm_corr_rerank(chm, q, c[None]).scores[0] for c in cands])
+
+
+def resnet_images(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(1, 3, 240, 240, generator=g), torch.randn(n, 3, 240, 240, generator=g)
+
+
+def resnet_batched(chm, q_img, c_img, chunk: int = 10) -> torch.Tensor:
+    """Transfers of the query's 7 x 7 grid onto every candidate image, pairs in chunks."""
+    pts = grid_points(7, 7)
+    out = []
+    with torch.no_grad():
+        for s in range(0, c_img.shape[0], chunk):
+            c = c_img[s:s + chunk]
+            corr = chm(q_img.expand(c.shape[0], -1, -1, -1), c)
+            out.append(chm.transfer_normalised(corr, pts.expand(c.shape[0], -1, -1)))
+    return paired_cells(torch.cat(out), 7, 7)
+
+
+def resnet_loop(chm, q_img, c_img) -> torch.Tensor:
+    return torch.cat([resnet_batched(chm, q_img, c_img[i:i + 1], chunk=1) for i in range(c_img.shape[0])])
+
+
+def peak(kind: str) -> dict:
+    """Run one batched re-rank in this (fresh) process; report seconds and peak extra memory."""
+    torch.set_num_threads(2)
+    if kind == "small":
+        chm = load_pretrained()
+        q, c = small_inputs()
+        chm_corr_rerank(chm, q, c[:2])
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        t0 = time.perf_counter()
+        chm_corr_rerank(chm, q, c)
+    else:
+        chm = authors_chmnet()
+        q, c = resnet_images(50)
+        resnet_batched(chm, q, c[:1])
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        t0 = time.perf_counter()
+        resnet_batched(chm, q, c)
+    dt = time.perf_counter() - t0
+    return {"seconds": round(dt, 3), "peak_extra_MB": round((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024, 1)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--skip-resnet101", action="store_true")
+    ap.add_argument("--peak", choices=["small", "resnet101"], help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.peak:
+        print(json.dumps(peak(args.peak)))
+        return
+    torch.set_num_threads(2)
+    chm = load_pretrained()
+    q, c = small_inputs()
+    batched = chm_corr_rerank(chm, q, c).scores[0]
+    assert torch.allclose(batched, small_loop(chm, q, c), atol=1e-5), "batched and per-candidate scores differ"
+    t = median_seconds({"batched": lambda: chm_corr_rerank(chm, q, c), "per_candidate_loop": lambda: small_loop(chm, q, c)},
+                       repeats=args.repeats)
+    cells = chm_transfers(chm, q[None], c[None])
+    split = median_seconds({
+        "chmnet_transfers": lambda: chm_transfers(chm, q[None], c[None]),
+        "cc_masks": lambda: cc_mask(q[None], c[None]),
+        "scoring": lambda: chm_corr_scores(q[None], c[None], paired_cells(cells, 7, 7), cc_mask(q[None], c[None])),
+    }, repeats=args.repeats)
+    out: dict = {"small_chm_1x50": {
+        "batched_ms": round(1000 * t["batched"], 1), "per_candidate_loop_ms": round(1000 * t["per_candidate_loop"], 1),
+        "speedup": round(t["per_candidate_loop"] / t["batched"], 2),
+        "split_ms": {k: round(1000 * v, 2) for k, v in split.items()},
+    }}
+    me = [sys.executable, __file__, "--peak"]
+    out["small_chm_1x50"].update(json.loads(subprocess.run(me + ["small"], capture_output=True, text=True, check=True).stdout))
+    if not args.skip_resnet101:
+        big = authors_chmnet()
+        qi, ci = resnet_images(50)
+        assert torch.equal(resnet_batched(big, qi, ci[:4]), resnet_loop(big, qi, ci[:4])), "batched and looped cells differ"
+        t = median_seconds({"batched": lambda: resnet_batched(big, qi, ci), "per_candidate_loop": lambda: resnet_loop(big, qi, ci)},
+                           repeats=1, warmup=0)
+        # split: two-stream backbone vs CHM head (+ transfer) on one chunk of 10 pairs
+        with torch.no_grad():
+            s = median_seconds({"backbone_10_pairs": lambda: big.features(qi.expand(10, -1, -1, -1), ci[:10])}, repeats=1, warmup=0)
+            fs, ft = big.features(qi.expand(10, -1, -1, -1), ci[:10])
+            s |= median_seconds({"head_and_transfer_10_pairs": lambda: big.transfer_normalised(big.correlate(fs, ft),
+                                                                                             grid_points(7, 7).expand(10, -1, -1))},
+                                repeats=1, warmup=0)
+        out["resnet101_chm_240px_1x50"] = {
+            "batched_s": round(t["batched"], 2), "per_candidate_loop_s": round(t["per_candidate_loop"], 2),
+            "speedup": round(t["per_candidate_loop"] / t["batched"], 2), "split_s": {k: round(v, 2) for k, v in s.items()},
+        }
+        out["resnet101_chm_240px_1x50"].update(json.loads(subprocess.run(me + ["resnet101"], capture_output=True, text=True, check=True).stdout))
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""The authors' checkpoint layout: round trip through a file, clear errors, and their transfer."""
+import pytest
+import torch
+
+from xcorr_core.errors import IndexFileError
+from xcorr_chm_corr import authors_chmnet, load_authors_checkpoint
+
+
+@pytest.fixture(scope="module")
+def authors_file(tmp_path_factory):
+    torch.manual_seed(0)
+    model = authors_chmnet()
+    state = model.state_dict()
+    # make the two streams differ, as fine-tuning does, so a loader that merged them would fail
+    w = state["backbone.layer3.0.conv2.weight"]
+    w[w.shape[0] // 2:] += 0.01 * torch.randn_like(w[w.shape[0] // 2:])
+    for k in [k for k in state if k.startswith("learner.chm")]:
+        state[k] = torch.rand_like(state[k])  # peaked, trained-like CHM kernels
+    path = tmp_path_factory.mktemp("ckpt") / "pas_psi.pt"
+    torch.save(state, path)
+    return path, state
+
+
+def test_layout_has_the_authors_keys():
+    sd = authors_chmnet().state_dict()
+    assert len(sd) == 636
+    assert sd["backbone.conv1.weight"].shape == (128, 3, 7, 7)
+    assert sd["learner.conv2ds.0.weight"].shape == (256, 1024, 3, 3)
+    assert [sd[f"learner.chm6d.param.{i}"].shape for i in range(4)] == [(55,)] * 4
+    assert sd["learner.chm4d.weight"].shape == (55,) and sd["learner.chm6d.bias"].shape == (1,)
+    assert "backbone.layer4.2.conv3.weight" in sd and "backbone.fc.weight" in sd
+
+
+def test_round_trip_keeps_both_streams_and_transfers(authors_file):
+    path, state = authors_file
+    model = load_authors_checkpoint(path)
+    loaded = model.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in state.items())
+    g = torch.Generator().manual_seed(1)
+    src, trg = torch.randn(1, 3, 240, 240, generator=g), torch.randn(1, 3, 240, 240, generator=g)
+    pts = torch.tensor([[[18.0, 18.0], [120.0, 86.0], [222.0, 222.0]]])
+    with torch.no_grad():
+        out = model.transfer(src, trg, pts)
+        fs, ft = model.features(src, trg)
+    assert out.shape == (1, 3, 2) and bool(torch.isfinite(out).all())
+    assert bool(((out >= 0) & (out <= 240)).all())
+    assert fs.shape == (1, 1024, 15, 15) and ft.shape == (1, 1024, 15, 15)
+    # the source stream is the first half of the grouped channels: swapping images swaps nothing else
+    with torch.no_grad():
+        fs2, _ = model.features(trg, src)
+    assert not torch.allclose(fs2, ft)  # the streams differ after "fine-tuning"
+
+
+def test_missing_unexpected_and_misshapen_keys_are_named(authors_file, tmp_path):
+    _, state = authors_file
+    bad = dict(state)
+    del bad["learner.chm4d.weight"]
+    bad["learner.extra"] = torch.zeros(1)
+    torch.save(bad, tmp_path / "a.pt")
+    with pytest.raises(IndexFileError, match=r"missing keys \[learner.chm4d.weight\].*unexpected keys \[learner.extra\]"):
+        load_authors_checkpoint(tmp_path / "a.pt")
+    bad = dict(state)
+    bad["learner.conv2ds.1.weight"] = torch.zeros(256, 1024, 1, 1)
+    torch.save(bad, tmp_path / "b.pt")
+    with pytest.raises(IndexFileError, match=r"learner.conv2ds.1.weight \[256, 1024, 1, 1\]"):
+        load_authors_checkpoint(tmp_path / "b.pt")
+    bad = dict(state)
+    bad["learner.chm6d.param.0"] = torch.zeros(7)
+    torch.save(bad, tmp_path / "c.pt")
+    with pytest.raises(IndexFileError, match="psi"):
+        load_authors_checkpoint(tmp_path / "c.pt")
+    (tmp_path / "d.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(IndexFileError, match="not a readable"):
+        load_authors_checkpoint(tmp_path / "d.pt")
+    with pytest.raises(IndexFileError, match="no weights file"):
+        load_authors_checkpoint(tmp_path / "missing.pt")
+
+
+def test_data_parallel_prefix_is_accepted(authors_file, tmp_path):
+    _, state = authors_file
+    torch.save({"module." + k: v for k, v in state.items()}, tmp_path / "dp.pt")
+    assert torch.equal(load_authors_checkpoint(tmp_path / "dp.pt").state_dict()["learner.chm4d.weight"], state["learner.chm4d.weight"])

@@ -1,0 +1,70 @@
+"""Correlation tensors for CHM: the multi-scale 6D cosine correlation, 4D bilinear resizing
+and the mutual nearest-neighbour filter. Batched over pairs; depends on torch only."""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["scale_sides", "interpolate4d", "correlation6d", "mutual_nn_filter"]
+
+
+def scale_sides(side: int, scales: Sequence[float]) -> list[int]:
+    """Side of the resized feature map at each scale: ``round(side * sqrt(s))`` (15 -> 11, 15, 21)."""
+    return [max(1, round(side * math.sqrt(s))) for s in scales]
+
+
+def interpolate4d(corr: torch.Tensor, size: int) -> torch.Tensor:
+    """Bilinear (align_corners=True) resize of `[B, h1, w1, h2, w2]` to `[B, size, size, size, size]`,
+    over the source axes, then the target axes."""
+    b, h1, w1, h2, w2 = corr.shape
+    x = corr.reshape(b, h1, w1, h2 * w2).permute(0, 3, 1, 2)
+    x = F.interpolate(x, (size, size), mode="bilinear", align_corners=True)  # [B, h2 w2, S, S]
+    x = x.reshape(b, h2, w2, size * size).permute(0, 3, 1, 2)
+    x = F.interpolate(x, (size, size), mode="bilinear", align_corners=True)  # [B, S S, S, S]
+    return x.reshape(b, size, size, size, size)
+
+
+def correlation6d(src: torch.Tensor, trg: torch.Tensor, scales: Sequence[float], convs: nn.ModuleList) -> torch.Tensor:
+    """Multi-scale cosine correlation `[B, S, S, h, w, h, w]` (S = len(scales)), clamped at 0.
+
+    Each map `[B, C, h, w]` is resized to ``scale_sides`` (bilinear, align_corners=True) and
+    passed through that scale's conv (shared by source and target); every (source scale,
+    target scale) pair gives a cosine 4D correlation, resized back to h^4. ``src`` may have
+    batch 1 against a ``trg`` batch of B (one query against many candidates): its scale
+    features are then computed once.
+    """
+    bs, _, h, w = src.shape
+    b = trg.shape[0]
+    if h != w:
+        raise ValueError(f"CHM needs square feature maps, got {h} x {w}")
+    if bs not in (1, b):
+        raise ValueError(f"src batch {bs} must be 1 or the trg batch {b}")
+
+    def scaled(x: torch.Tensor, side: int, conv: nn.Module) -> torch.Tensor:
+        x = F.interpolate(x, (side, side), mode="bilinear", align_corners=True) if side != h else x
+        return F.normalize(conv(x).flatten(2), dim=1, eps=1e-12)  # unit channel vectors, [B, C', side^2]
+
+    sides = scale_sides(h, scales)
+    fsrc = [scaled(src, side, conv) for side, conv in zip(sides, convs)]
+    ftrg = [scaled(trg, side, conv) for side, conv in zip(sides, convs)]
+    out = []
+    for fs, ss in zip(fsrc, sides):
+        for ft, st in zip(ftrg, sides):
+            c = (fs.transpose(1, 2) @ ft).view(b, ss, ss, st, st)
+            out.append(interpolate4d(c, h) if (ss, st) != (h, h) else c)
+    n = len(scales)
+    return torch.stack(out, 1).view(b, n, n, h, h, h, h).clamp_min(0)
+
+
+def mutual_nn_filter(corr: torch.Tensor, eps: float = 1e-30) -> torch.Tensor:
+    """Soft mutual nearest-neighbour filter of `[B, Ns, Nt]`: C * (C / rowmax) * (C / colmax),
+    maxima of 0 replaced by ``eps``."""
+    rmax = corr.amax(dim=2, keepdim=True)
+    cmax = corr.amax(dim=1, keepdim=True)
+    rmax = torch.where(rmax == 0, torch.full_like(rmax, eps), rmax)
+    cmax = torch.where(cmax == 0, torch.full_like(cmax, eps), cmax)
+    return corr * (corr / rmax) * (corr / cmax)

@@ -1,0 +1,73 @@
+"""The small CHM shipped with the plugin: a CHM head on the core's shipped SynthBirds
+SmallResNet (layer4, 256 x 7 x 7 at 112 px, frozen), trained by ``scripts/train_chm.py``.
+
+The file holds only the head (float16) and its card; the backbone is the core's
+``load_pretrained("birds")``, so a `CHMNet` from `load_pretrained` takes SynthBirds images
+as the shipped classifier does ([0, 1], 112 px) and its features are the maps the demo
+pipeline stores, which lets the re-ranker match stored maps directly.
+Depends on torch, the core's model loading and `chmnet`.
+"""
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from xcorr_core.errors import IndexFileError
+from xcorr_core.fileio import atomic_write
+from xcorr_core.models import load_pretrained as load_core_model
+from xcorr_core.models import read_state_dict
+
+from .chmnet import CHMNet
+
+__all__ = ["load_pretrained", "save_head", "load_head", "model_card", "shipped_path", "SHIPPED_LAYER", "SHIPPED_FEAT_DIM"]
+
+SHIPPED_LAYER = "layer4"
+SHIPPED_FEAT_DIM = 256
+_FORMAT = "xcorr.chm_head/1"
+
+
+def shipped_path() -> Path:
+    return Path(str(resources.files("xcorr_chm_corr") / "weights" / "chm_smallresnet.pt"))
+
+
+def model_card() -> dict[str, Any]:
+    """Training figures of the shipped CHM (``weights/chm_card.json``)."""
+    p = shipped_path().with_name("chm_card.json")
+    return json.loads(p.read_text()) if p.is_file() else {}
+
+
+def save_head(model: CHMNet, path: str | Path, *, meta: dict[str, Any] | None = None) -> Path:
+    """Write the CHM head of ``model`` (float16) atomically."""
+    state = {k: v.detach().half() for k, v in model.learner.state_dict().items()}
+    payload = {"format": _FORMAT, "feat_dim": model.feat_dim, "ktype": model.ktype, "layer": model.layer or "",
+               "state_dict": state, "meta": json.dumps(meta or {})}
+    return atomic_write(path, lambda f: torch.save(payload, f))
+
+
+def load_head(model: CHMNet, path: str | Path) -> CHMNet:
+    """Load a head written by `save_head` into ``model`` (weights only; shapes checked)."""
+    path = Path(path)
+    payload = read_state_dict(path, wrappers=())
+    if payload.get("format") != _FORMAT:
+        raise IndexFileError(f"{path} is not an xcorr CHM head file")
+    if payload["feat_dim"] != model.feat_dim or payload["ktype"] != model.ktype:
+        raise IndexFileError(f"{path} holds a {payload['ktype']} head for {payload['feat_dim']} channels; "
+                             f"the model is {model.ktype} with {model.feat_dim}")
+    try:
+        model.learner.load_state_dict({k: v.float() for k, v in payload["state_dict"].items()})
+    except RuntimeError as exc:
+        raise IndexFileError(f"{path} does not fit the CHM head: {exc}") from exc
+    return model
+
+
+def load_pretrained(path: str | Path | None = None) -> CHMNet:
+    """The shipped SynthBirds CHMNet in eval mode (``path``: another head file for the same backbone)."""
+    path = Path(path) if path is not None else shipped_path()
+    if not path.is_file():
+        raise IndexFileError(f"CHM weights {path} are missing; run plugins/chm_corr/scripts/train_chm.py to make them")
+    model = CHMNet(load_core_model("birds"), SHIPPED_LAYER, SHIPPED_FEAT_DIM, ktype="psi")
+    return load_head(model, path).eval()
