@@ -80,3 +80,16 @@ def test_data_parallel_prefix_is_accepted(authors_file, tmp_path):
     _, state = authors_file
     torch.save({"module." + k: v for k, v in state.items()}, tmp_path / "dp.pt")
     assert torch.equal(load_authors_checkpoint(tmp_path / "dp.pt").state_dict()["learner.chm4d.weight"], state["learner.chm4d.weight"])
+
+
+def test_one_query_against_many_runs_its_stream_once_with_the_same_features(authors_file):
+    model = load_authors_checkpoint(authors_file[0])
+    g = torch.Generator().manual_seed(2)
+    src, trg = torch.randn(1, 3, 64, 64, generator=g), torch.randn(3, 3, 64, 64, generator=g)
+    with torch.no_grad():
+        fs, ft = model.backbone.forward_pair(src, trg)  # stream path
+        ps, pt = model.backbone.forward_pair(src.expand(3, -1, -1, -1), trg)  # grouped path
+        corr_once = model(src, trg)
+        corr_pairs = model(src.expand(3, -1, -1, -1).contiguous(), trg)
+    assert torch.allclose(fs, ps, atol=1e-4) and torch.allclose(ft, pt, atol=1e-4)
+    assert torch.allclose(corr_once, corr_pairs, atol=1e-5)

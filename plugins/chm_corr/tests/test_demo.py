@@ -17,7 +17,7 @@ from xcorr_chm_corr.demo import chm_corr_decisions, chm_corr_section
 
 @pytest.fixture(scope="module")
 def small():
-    train, test = SynthBirds("train", per_class=3), SynthBirds("test", per_class=1)
+    train, test = SynthBirds("train", per_class=3), SynthBirds("test", per_class=2)
     pipe = xc.Pipeline({"rerankers": [{"name": "chm_corr"}], "shortlist": 12, "decision": {"k": 5}, "explainers": []},
                        model=load_core("birds"))
     pipe.fit(train, progress=False)

@@ -16,6 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from xcorr_core.errors import IndexFileError
@@ -75,11 +76,41 @@ class TwoStreamResNet(nn.Module):
         self.fc = nn.Linear(cin // 2, 1000)  # stored in the authors' files, never run
 
     def forward_pair(self, src: torch.Tensor, trg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(src_feat, trg_feat)`` of image pairs; ``src`` may be one image `[1, 3, H, W]` against B
+        targets, and then (in eval mode) its stream runs once instead of once per pair."""
+        if src.shape[0] == 1 and trg.shape[0] > 1 and not self.training:
+            fs = self.stream(src, 0)
+            return fs.expand(trg.shape[0], -1, -1, -1), self.stream(trg, 1)
+        if src.shape[0] != trg.shape[0]:
+            src = src.expand(trg.shape[0], -1, -1, -1)
         x = self.maxpool(self.relu(self.bn1(self.conv1(torch.cat([src, trg], dim=1)))))
         for i in range(1, self.match_layer + 1):
             x = getattr(self, f"layer{i}")(x)
         half = x.shape[1] // 2
         return x[:, :half], x[:, half:]
+
+    def stream(self, x: torch.Tensor, which: int) -> torch.Tensor:
+        """One stream alone (0 = source, 1 = target) with the halves of the grouped weights, in
+        eval mode: the same features as `forward_pair` gives that image, without the other."""
+
+        def conv(m: nn.Conv2d, t: torch.Tensor) -> torch.Tensor:
+            half = m.weight.shape[0] // 2
+            return F.conv2d(t, m.weight[which * half:(which + 1) * half], None, m.stride, m.padding)
+
+        def bn(m: nn.BatchNorm2d, t: torch.Tensor) -> torch.Tensor:
+            h = m.num_features // 2
+            sl = slice(which * h, (which + 1) * h)
+            return F.batch_norm(t, m.running_mean[sl], m.running_var[sl], m.weight[sl], m.bias[sl], False, 0.0, m.eps)
+
+        x = self.maxpool(F.relu(bn(self.bn1, conv(self.conv1, x))))
+        for i in range(1, self.match_layer + 1):
+            for blk in getattr(self, f"layer{i}"):
+                out = F.relu(bn(blk.bn1, conv(blk.conv1, x)))
+                out = F.relu(bn(blk.bn2, conv(blk.conv2, out)))
+                out = bn(blk.bn3, conv(blk.conv3, out))
+                skip = bn(blk.downsample[1], conv(blk.downsample[0], x)) if blk.downsample is not None else x
+                x = F.relu(out + skip)
+        return x
 
 
 def authors_chmnet(ktype: KernelType = "psi") -> CHMNet:

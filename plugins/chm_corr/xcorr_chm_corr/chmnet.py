@@ -96,10 +96,13 @@ class CHMNet(nn.Module):
         return fx(images).maps[self.layer]  # type: ignore[index]
 
     def features(self, src: torch.Tensor, trg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Backbone maps `[B, C, h, h]` of both images (siamese: one batched pass)."""
+        """Backbone maps `[B, C, h, h]` of both images (siamese: one batched pass); ``src`` may be
+        one image `[1, 3, H, W]` against B targets (its features are then computed once)."""
         check_tensor("src", src, ndim=4, floating=True, non_empty=True)
-        check_tensor("trg", trg, shape=list(src.shape), floating=True)
+        check_tensor("trg", trg, shape=[None] + list(src.shape[1:]), floating=True)
         check_same_device(src=src, trg=trg)
+        if src.shape[0] not in (1, trg.shape[0]):
+            raise InputError(f"src batch {src.shape[0]} must be 1 or trg's {trg.shape[0]}")
         if self.paired:
             return self.backbone.forward_pair(src, trg)  # type: ignore[operator]
         if self.backbone_trg is not None:
@@ -135,8 +138,8 @@ class CHMNet(nn.Module):
         model: ImageNet-normalised 240 x 240). Returns `[B, P, 2]` (x, y) pixels of ``tgt``.
         """
         check_tensor("points", points, ndim=3, floating=True, finite=True)
-        if points.shape[0] != src.shape[0] or points.shape[2] != 2:
-            raise InputError(f"points must be [B={src.shape[0]}, P, 2] (x, y) pixels, got {list(points.shape)}")
+        if points.shape[0] != tgt.shape[0] or points.shape[2] != 2:
+            raise InputError(f"points must be [B={tgt.shape[0]}, P, 2] (x, y) pixels, got {list(points.shape)}")
         size = (src.shape[-2], src.shape[-1])
         corr = self(src, tgt)
         moved = self.transfer_normalised(corr, normalise_points(points.to(corr.dtype), size))

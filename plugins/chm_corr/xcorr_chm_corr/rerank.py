@@ -85,7 +85,7 @@ def image_cells(chm: CHMNet, query_image: torch.Tensor, cand_images: torch.Tenso
     with torch.no_grad():
         for s in range(0, cand_images.shape[0], chunk):
             c = cand_images[s:s + chunk]
-            corr = chm(query_image[None].expand(c.shape[0], -1, -1, -1), c)
+            corr = chm(query_image[None], c)  # the query's features once per chunk
             out.append(chm.transfer_normalised(corr, pts.expand(c.shape[0], -1, -1)))
     return paired_cells(torch.cat(out), h, w, authors_transpose=authors_transpose)
 
