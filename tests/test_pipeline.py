@@ -166,3 +166,16 @@ def test_all_rerankers_skips_those_that_opt_out(tiny_model) -> None:
     assert "test_reverse" in auto and "test_expensive" not in auto
     named = xc.Pipeline({"rerankers": [{"name": "test_expensive"}]}, model=tiny_model).methods
     assert named == ["knn", "test_expensive"]
+
+
+def test_plugins_name_models_for_specs(tiny_model) -> None:
+    mod = types.ModuleType("model_plugin")
+    mod.register_models = xc.hookimpl(lambda register: register("tiny_test_model", lambda: tiny_model, "a tiny model"))
+    xc.register_plugin(mod, name="model_plugin")
+    from xcorr_core.registry import models
+
+    assert models()["tiny_test_model"][0] == "model_plugin"
+    pipe = xc.Pipeline({"features": {"model": "tiny_test_model"}})
+    assert pipe.model is tiny_model
+    with pytest.raises(xc.ConfigError, match="tiny_test_model"):
+        xc.Pipeline({"features": {"model": "no_such_model"}})

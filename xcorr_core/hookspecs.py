@@ -64,6 +64,14 @@ def register_metrics(register: Register) -> None:
 
 
 @hookspec
+def register_models(register: Any) -> None:
+    """Name models that a pipeline spec can use as ``features.model``: call
+    ``register(name, load, summary)`` for each, where ``load() -> nn.Module`` returns the model
+    in eval mode without any network access (e.g. weights shipped with the plugin).
+    """
+
+
+@hookspec
 def register_commands(subparsers: Any) -> None:
     """Add sub-commands to the ``xcorr`` CLI.
 

@@ -47,7 +47,8 @@ class ComponentSpec(StrictConfig):
 class FeatureSpec(StrictConfig):
     """Which model and layers produce the features."""
 
-    model: str = Field("birds", description="a shipped model name ('birds', 'herd') or a checkpoint path; ignored when a model is passed to Pipeline()")
+    model: str = Field("birds", description="a shipped model name ('birds', 'herd'), a model a plugin names (register_models), "
+                                            "or a checkpoint path; ignored when a model is passed to Pipeline()")
     pooled_layer: str = Field("layer4", description="layer whose global-average-pooled vector is searched")
     spatial_layer: str | None = Field("layer4", description="layer whose spatial maps re-rankers compare (None: no re-ranking)")
     batch_size: int = Field(64, ge=1)
@@ -180,9 +181,13 @@ def _load_model(name: str) -> nn.Module:
 
     if name in SHIPPED:
         return load_pretrained(name)  # type: ignore[arg-type]
+    named = registry.models()
+    if name in named:
+        return named[name][1]()
     if Path(name).is_file():
         return load_checkpoint(name)
-    raise ConfigError(f"features.model: {name!r} is neither a shipped model ({', '.join(SHIPPED)}) nor a checkpoint file", field="features.model")
+    known = ", ".join(list(SHIPPED) + sorted(named))
+    raise ConfigError(f"features.model: {name!r} is neither a shipped or plugin model ({known}) nor a checkpoint file", field="features.model")
 
 
 class Pipeline:

@@ -24,7 +24,7 @@ from . import hookspecs
 from .components import KIND_METHOD, KINDS, ComponentInfo, PluginInfo
 from .errors import ConfigError, UnknownComponentError
 
-__all__ = ["components", "create", "register_plugin", "plugins", "get_class", "reload_plugins", "plugin_manager"]
+__all__ = ["components", "create", "register_plugin", "plugins", "get_class", "reload_plugins", "plugin_manager", "models"]
 
 ENTRY_POINT_GROUP = "xcorr"
 ENV_VAR = "XCORR_PLUGINS"
@@ -226,6 +226,23 @@ def create(kind: str, name: str, **config: Any) -> Any:
     """
     cls = get_class(kind, name)
     return cls(validate_config(kind, name, config))
+
+
+def models() -> dict[str, tuple[str, Any, str]]:
+    """``name -> (plugin, load, summary)`` for every model plugins name through ``register_models``
+    (the first plugin to name a model wins; a hook that raises is skipped)."""
+    state = _registry()
+    out: dict[str, tuple[str, Any, str]] = {}
+    for impl in state.pm.hook.register_models.get_hookimpls():
+        def register(name: str, load: Any, summary: str = "", _p: str = impl.plugin_name) -> None:
+            if not callable(load):
+                raise TypeError(f"register_models: the loader of {name!r} is not callable")
+            out.setdefault(str(name), (_p, load, str(summary)))
+        try:
+            impl.function(register=register)
+        except Exception:  # noqa: BLE001 - one plugin's broken hook must not hide the others' models
+            continue
+    return out
 
 
 def demo_sections() -> list[tuple[str, str, Any]]:
