@@ -56,3 +56,21 @@ def test_quick_demo_writes_report_figures_and_html(tmp_path: Path) -> None:
     assert figs and all((tmp_path / f).stat().st_size > 1000 for f in figs)
     html = (tmp_path / "index.html").read_text()
     assert all(f in html for f in figs) and len(titles) >= 3
+
+
+def test_plugins_lists_named_models(capsys) -> None:
+    import types
+
+    import xcorr_core as xc
+    from xcorr_core.cli import main
+
+    mod = types.ModuleType("named_model_plugin")
+    mod.register_models = xc.hookimpl(lambda register: register("cli_test_model", lambda: None, "a model for the CLI test"))
+    xc.register_plugin(mod, name="named_model_plugin")
+    assert main(["plugins"]) == 0
+    assert "model     cli_test_model" in capsys.readouterr().out
+    assert main(["plugins", "--json"]) == 0
+    import json
+
+    listed = {p["name"]: p["models"] for p in json.loads(capsys.readouterr().out)}
+    assert listed["named_model_plugin"] == ["cli_test_model"]

@@ -13,14 +13,18 @@ from . import __version__, registry
 
 def _cmd_plugins(args: argparse.Namespace) -> int:
     infos = registry.plugins()
+    named = registry.models()
     if args.json:
-        print(json.dumps([p.model_dump() for p in infos], indent=2))
+        print(json.dumps([p.model_dump() | {"models": sorted(n for n, (pl, _, _) in named.items() if pl == p.name)} for p in infos], indent=2))
         return 0
     for p in infos:
         status = f"FAILED: {p.error}" if p.error else f"{len(p.components)} component(s)"
         print(f"{p.name} {p.version}  [{status}]")
         for c in p.components:
             print(f"    {c.kind:<9} {c.name:<24} {c.summary}")
+        for n, (pl, _, summary) in sorted(named.items()):
+            if pl == p.name:
+                print(f"    {'model':<9} {n:<24} {summary}")
     return 0
 
 
