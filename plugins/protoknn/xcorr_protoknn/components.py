@@ -125,8 +125,10 @@ class PrototypeVariance(xc.Metric):
 class PrototypePartPurity(xc.Metric):
     """How consistently each prototype fires on one annotated part: over its ``top`` most activated
     images, the share of peak cells whose part (the visible keypoint nearest the cell centre,
-    inside the cell; else background) is the most common one. Mean over prototypes; an analogue
-    of prototype-network consistency scores."""
+    inside the cell) is the most common one; a cell with no visible keypoint (background, or a
+    stretch of the bird between keypoints) never counts as pure. Mean over prototypes; an analogue
+    of prototype-network consistency scores. ``details["background_share"]``: the share of top
+    activations in cells with no visible keypoint."""
 
     name = "prototype_part_purity"
     summary = "Share of a prototype's top activations that fall on the same annotated part (mean over prototypes)"

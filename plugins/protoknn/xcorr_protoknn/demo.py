@@ -96,7 +96,8 @@ def protoknn_section(ctx: Any) -> DemoSection:
         for i in idx.tolist():
             exp = setup.explain(test.image(i), query_id=i)
             rel = f"figures/protoknn_{kind}_{i}.png"
-            save_figure(exp.plot(images=train.image, query=test.image(i), class_names=train.class_names), ctx.out / rel)
+            save_figure(exp.plot(images=train.image, query=test.image(i), class_names=train.class_names, target=int(test.labels[i])),
+                        ctx.out / rel)
             figs.append(rel)
     study = summarise(load_study())
     report["study"] = study
@@ -121,7 +122,7 @@ def protoknn_section(ctx: Any) -> DemoSection:
             + html_table(rows, ["data set"] + [f"ProtoKNN k={k}" for k in KS] + ["pooled kNN k=1", "pooled kNN k=10", "linear head"])
             + f"<p>Prototype variance {proj.variance_before:.3f} before projection, {proj.variance_after:.3f} after; "
               f"{proj.duplicates} of {clf.profiles.shape[1]} prototypes share a patch with another; part purity of the top-10 "
-              f"activations {purity.value:.1%} ({purity.details['background_share']:.0%} of them on background; parts: "
+              f"activations {purity.value:.1%} ({purity.details['background_share']:.0%} of them in cells holding no visible keypoint; parts: "
             + ", ".join(PART_NAMES) + ").</p>" + study_html + "<p>Figures: each row one of the 3 prototypes that most favour the predicted class: its "
               "source patch, then where it peaks in the query, in the nearest training image of the predicted class (this looks like "
               "it) and in the nearest of the contrast class (rather than that); delta = its share of d_an&sup2; - d_ap&sup2;.</p>")

@@ -49,12 +49,13 @@ class ProtoKNNExplanation(Explanation):
     grid: tuple[int, int]
 
     def plot(self, images: Callable[[int], torch.Tensor] | None = None, query: torch.Tensor | None = None,
-             class_names: list[str] | None = None, labels: torch.Tensor | None = None) -> Any:
+             class_names: list[str] | None = None, target: int | None = None) -> Any:
         """The paper's layout: one row per top prototype — its source patch, then the query, p and n
-        with the box where it peaks; ``images(id)`` fetches gallery images `[3, H, W]`."""
+        with the box where it peaks; ``images(id)`` fetches gallery images `[3, H, W]`; ``target``: the
+        query's true class, when known."""
         from .figure import plot_protoknn
 
-        return plot_protoknn(self, images=images, query=query, class_names=class_names, labels=labels)
+        return plot_protoknn(self, images=images, query=query, class_names=class_names, target=target)
 
 
 def explain_profile(query_profile: torch.Tensor, query_cells: torch.Tensor, gallery: Any, gallery_cells: torch.Tensor,

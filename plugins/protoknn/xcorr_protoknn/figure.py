@@ -12,13 +12,14 @@ __all__ = ["plot_protoknn"]
 
 
 def plot_protoknn(exp: Any, images: Callable[[int], torch.Tensor] | None, query: torch.Tensor | None,
-                  class_names: list[str] | None = None, labels: torch.Tensor | None = None) -> Any:
+                  class_names: list[str] | None = None, target: int | None = None) -> Any:
     import matplotlib.pyplot as plt
 
     name = (lambda c: class_names[c] if class_names and 0 <= c < len(class_names) else str(c))
     rows = int(exp.top.numel())
     fig, axes = plt.subplots(rows, 4, figsize=(9.2, 2.45 * rows + 0.5), squeeze=False, layout="constrained")
-    heads = ["prototype (source patch)", f"query: predicted {name(exp.prediction)}",
+    truth = "" if target is None else f" (true: {name(target)})"
+    heads = ["prototype (source patch)", f"query: predicted {name(exp.prediction)}{truth}",
              f"this looks like it: #{exp.positive_id} ({name(exp.prediction)})",
              f"rather than that: #{exp.negative_id} ({name(exp.contrast_class)})"]
     for r in range(rows):
@@ -38,5 +39,7 @@ def plot_protoknn(exp: Any, images: Callable[[int], torch.Tensor] | None, query:
             if r == 0:
                 ax.set_title(heads[c], fontsize=8)
         axes[r][0].set_ylabel(f"prototype {int(exp.top[r])}\ndelta {float(exp.contributions[exp.top[r]]):+.3f}", fontsize=8)
-    fig.suptitle(f"ProtoKNN: d_an^2 - d_ap^2 = {exp.difference:.3f} (top {rows} prototypes shown)", fontsize=10)
+    verdict = "" if target is None else (" — correct" if target == exp.prediction else " — WRONG")
+    fig.suptitle(f"ProtoKNN{verdict}: d_an² − d_ap² = {exp.difference:.3f} (top {rows} prototypes shown)", fontsize=10,
+                 color="black" if target is None else ("green" if target == exp.prediction else "#c00"))
     return fig
