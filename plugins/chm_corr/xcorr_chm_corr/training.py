@@ -25,7 +25,7 @@ from xcorr_core.errors import InputError
 from xcorr_core.matching import mutual_nearest_neighbours
 
 from .chmnet import CHMNet
-from .transfer import cell_centres, normalise_points, unnormalise_points
+from .transfer import normalise_points, unnormalise_points
 
 __all__ = ["keypoint_pairs", "transfer_loss", "pck", "baseline_transfer", "TrainConfig", "train_head", "evaluate_pck"]
 

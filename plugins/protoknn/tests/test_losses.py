@@ -1,5 +1,4 @@
 """ProtoKNN's losses against direct formulas, hand-computed cases and POT."""
-import itertools
 
 import pytest
 import torch
