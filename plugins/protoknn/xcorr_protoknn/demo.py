@@ -110,7 +110,7 @@ def protoknn_section(ctx: Any) -> DemoSection:
             f"<td>{cell(e[k])}</td>" for k in ("clean k=1", "clean k=5", "sticker k=1", "style k=1", "clean linear_head"))
             + f"<td>{e['variance'][0]:.3f} &plusmn; {e['variance'][1]:.3f}</td></tr>" for r, e in study.items())
         study_html = ("<p>Seeded study (scripts/protoknn_study.py; each run trains from the shipped SmallResNet with the same "
-                      f"budget, {study[next(iter(study))]['steps']} steps; mean &plusmn; 95% t-interval over seeds, %):</p>"
+                      f"budget, {', '.join(map(str, study[next(iter(study))]['steps']))} steps; mean &plusmn; 95% t-interval over seeds, %):</p>"
                       "<table><thead><tr><th>row</th><th>seeds</th><th>clean k=1</th><th>clean k=5</th><th>sticker k=1</th>"
                       "<th>style k=1</th><th>linear head (clean)</th><th>prototype variance</th></tr></thead><tbody>"
                       + srows + "</tbody></table>")
