@@ -31,7 +31,7 @@ from .results import Explanation, MetricResult, Ranking, Tensor, TensorModel
 from .store import SpatialStore
 from .components import StrictConfig
 
-__all__ = ["PipelineSpec", "ComponentSpec", "FeatureSpec", "IndexSpec", "DecisionSpec", "ExplainSelection",
+__all__ = ["load_model", "PipelineSpec", "ComponentSpec", "FeatureSpec", "IndexSpec", "DecisionSpec", "ExplainSelection",
            "Pipeline", "MethodResult", "RunResult"]
 
 METRIC_INPUTS = frozenset({"predictions", "targets", "confidences", "explanations", "neighbour_ids", "neighbour_labels"})
@@ -176,7 +176,9 @@ def _labels_of(data: Any, given: torch.Tensor | None, what: str) -> torch.Tensor
     return out
 
 
-def _load_model(name: str) -> nn.Module:
+def load_model(name: str) -> nn.Module:
+    """A model by name: shipped (``"birds"``, ``"herd"``), named by a plugin's ``register_models``, or a
+    SmallResNet checkpoint file. Raises `ConfigError` listing the known names otherwise."""
     from .models import SHIPPED, load_checkpoint, load_pretrained
 
     if name in SHIPPED:
@@ -214,7 +216,7 @@ class Pipeline:
         elif isinstance(spec, dict):
             spec = PipelineSpec.parse(spec)
         self.spec = spec
-        self.model = model if model is not None else _load_model(spec.features.model)
+        self.model = model if model is not None else load_model(spec.features.model)
         self._built = self._build()
         layers = [spec.features.pooled_layer] + ([spec.features.spatial_layer] if spec.features.spatial_layer else [])
         try:
