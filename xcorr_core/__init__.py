@@ -9,6 +9,7 @@ __version__ = "0.1.0"
 
 from .components import Case, Component, ComponentInfo, Explainer, Matcher, Metric, PluginInfo, ReRanker, StrictConfig
 from .errors import (
+    ComponentOutputError,
     ConfigError,
     IndexFileError,
     InputError,
@@ -37,4 +38,5 @@ __all__ = [
     "Pipeline", "PipelineSpec", "ComponentSpec", "RunResult", "MethodResult",
     "KNNClassifier", "KNNPrediction", "NeighbourExplanation", "majority_vote",
     "XcorrError", "ConfigError", "UnknownComponentError", "InputError", "IndexFileError", "LayerNotFoundError", "PluginLoadError",
+    "ComponentOutputError",
 ]

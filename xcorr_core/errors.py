@@ -13,6 +13,7 @@ __all__ = [
     "IndexFileError",
     "LayerNotFoundError",
     "PluginLoadError",
+    "ComponentOutputError",
 ]
 
 
@@ -56,3 +57,8 @@ class LayerNotFoundError(XcorrError, KeyError):
 
 class PluginLoadError(XcorrError, ImportError):
     """A plugin failed to import or register (reported, never fatal for the others)."""
+
+
+class ComponentOutputError(XcorrError, TypeError):
+    """A plugin's component returned something that breaks its contract (e.g. a re-ranker's ``order``
+    that is not a permutation of its candidates); the message names the component and its plugin."""

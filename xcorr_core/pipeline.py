@@ -17,13 +17,13 @@ from typing import Any, Literal
 
 import torch
 import yaml
-from pydantic import BaseModel, Field, SerializeAsAny, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError
 from torch import nn
 from tqdm.auto import tqdm
 
 from . import registry
 from .components import Case
-from .errors import ConfigError, InputError, LayerNotFoundError
+from .errors import ComponentOutputError, ConfigError, InputError, LayerNotFoundError
 from .features import FeatureExtractor
 from .index import GalleryIndex
 from .knn import majority_vote
@@ -38,10 +38,21 @@ METRIC_INPUTS = frozenset({"predictions", "targets", "confidences", "explanation
 
 
 class ComponentSpec(StrictConfig):
-    """A component by registered name, with its config."""
+    """A component by registered name, with its config.
 
+    ``as`` names its results (default: ``name``); it is how one component runs twice with two
+    configs (``{name: emd_corr, as: emd_exact, config: {...}}``): two entries with the same key
+    are rejected rather than letting the last one silently win."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
     name: str
     config: dict[str, Any] = Field(default_factory=dict)
+    as_: str | None = Field(None, alias="as", min_length=1, description="key of this component's results (default: name)")
+
+    @property
+    def key(self) -> str:
+        """The name its results go under."""
+        return self.as_ or self.name
 
 
 class FeatureSpec(StrictConfig):
@@ -192,6 +203,37 @@ def load_model(name: str) -> nn.Module:
     raise ConfigError(f"features.model: {name!r} is neither a shipped or plugin model ({known}) nor a checkpoint file", field="features.model")
 
 
+def _unique_keys(where: str, specs: list[ComponentSpec], reserved: set[str] = frozenset()) -> None:  # type: ignore[assignment]
+    seen: dict[str, int] = {}
+    for i, cs in enumerate(specs):
+        if cs.key in reserved:
+            raise ConfigError(f"{where}[{i}]: {cs.key!r} is reserved; give this entry another `as:` name", field=f"{where}[{i}]")
+        if cs.key in seen:
+            raise ConfigError(f"{where}[{i}]: {cs.key!r} is also {where}[{seen[cs.key]}]; results are keyed by name, so give "
+                              "one of them its own `as:` name", field=f"{where}[{i}]")
+        seen[cs.key] = i
+
+
+def _owner(kind: str, name: str, comp: Any) -> str:
+    """``re-ranker 'x' (plugin 'p')`` for error messages."""
+    cls_name = getattr(type(comp), "name", name)
+    plugin = next((c.plugin for c in registry.components(kind) if c.name == cls_name), "?")
+    label = {"reranker": "re-ranker"}.get(kind, kind)
+    return f"{label} {name!r} (plugin {plugin!r})"
+
+
+def _check_ranking(ranking: Any, n: int, who: str) -> Ranking:
+    """A re-ranker's output must be a `Ranking` whose ``order`` is a permutation of its n candidates."""
+    if not isinstance(ranking, Ranking):
+        raise ComponentOutputError(f"{who} returned {type(ranking).__name__}, not a Ranking")
+    if ranking.scores.shape[0] != n:
+        raise ComponentOutputError(f"{who} scored {ranking.scores.shape[0]} candidates, but it was given {n}")
+    if not torch.equal(torch.sort(ranking.order.cpu()).values, torch.arange(n)):
+        raise ComponentOutputError(f"{who} returned an order that is not a permutation of its {n} candidates: "
+                                   f"{ranking.order.tolist()[:12]}{' ...' if n > 12 else ''}")
+    return ranking
+
+
 class Pipeline:
     """A validated, runnable pipeline.
 
@@ -247,7 +289,9 @@ class Pipeline:
             except LookupError as exc:
                 raise ConfigError(f"{where}.name: {exc}", field=f"{where}.name") from exc
 
-        rerankers = [(cs.name, make("reranker", f"rerankers[{i}]", cs)) for i, cs in enumerate(rr_specs)]
+        _unique_keys("rerankers", rr_specs, reserved={"knn"})
+        _unique_keys("metrics", list(spec.metrics))
+        rerankers = [(cs.key, make("reranker", f"rerankers[{i}]", cs)) for i, cs in enumerate(rr_specs)]
         if rerankers and not spec.features.spatial_layer:
             raise ConfigError("rerankers need spatial maps but features.spatial_layer is null", field="features.spatial_layer")
         if rerankers and spec.decision.k > spec.shortlist:
@@ -261,7 +305,7 @@ class Pipeline:
             return comp
 
         explainers = [checked("explainer", f"explainers[{i}]", cs, available) for i, cs in enumerate(spec.explainers)]
-        metrics = [(cs.name, checked("metric", f"metrics[{i}]", cs, METRIC_INPUTS)) for i, cs in enumerate(spec.metrics)]
+        metrics = [(cs.key, checked("metric", f"metrics[{i}]", cs, METRIC_INPUTS)) for i, cs in enumerate(spec.metrics)]
         return _Built(rerankers=rerankers, explainers=explainers, metrics=metrics)
 
     @property
@@ -282,22 +326,38 @@ class Pipeline:
         need = max(self.spec.decision.k, self.spec.shortlist if self._built.rerankers else 0)
         if need > len(gallery):
             raise InputError(f"the gallery has {len(gallery)} items but the pipeline needs {need} neighbours per query")
+        if labels.numel() and int(labels.min()) < 0:
+            raise InputError(f"labels must be class ids >= 0, got {int(labels.min())}")
         f = self.spec.features
         store_maps = bool(self._built.rerankers)
-        self.store, pooled = None, []
-        for start, feats in self.extractor.iter_batches(gallery, batch_size=f.batch_size, device=self._device(), progress=progress, desc="gallery"):
-            pooled.append(feats.pooled[f.pooled_layer].detach().cpu())
-            if store_maps:
-                maps = feats.maps[f.spatial_layer]
-                if self.store is None:
-                    self.store = SpatialStore.create(self.work_dir / "gallery_maps", len(gallery), tuple(maps.shape[1:]), layer=f.spatial_layer or "")
-                self.store.write(start, maps)
-        if self.store is not None:
-            self.store = self.store.finalize()
-        vecs = torch.cat(pooled)
-        self.index = GalleryIndex(vecs.shape[1], self.spec.index.metric, self.spec.index.kind)
-        self.index.add(vecs, labels)
-        self.index.save(self.work_dir / "gallery.index")
+        # all or nothing: the new store and index are built aside and replace the old pair only when
+        # both are complete; on any failure (an image that raises, Ctrl-C) the old pair stays and the
+        # unfinished store's temporary file is removed
+        store: SpatialStore | None = None
+        pooled: list[torch.Tensor] = []
+        try:
+            for start, feats in self.extractor.iter_batches(gallery, batch_size=f.batch_size, device=self._device(), progress=progress,
+                                                            desc="gallery"):
+                pooled.append(feats.pooled[f.pooled_layer].detach().cpu())
+                if store_maps:
+                    maps = feats.maps[f.spatial_layer]
+                    if store is None:
+                        store = SpatialStore.create(self.work_dir / "gallery_maps", len(gallery), tuple(maps.shape[1:]),
+                                                    layer=f.spatial_layer or "")
+                    store.write(start, maps)
+            vecs = torch.cat(pooled)
+            if vecs.shape[0] != len(gallery):
+                raise InputError(f"the gallery yielded {vecs.shape[0]} images but has length {len(gallery)}")
+            index = GalleryIndex(vecs.shape[1], self.spec.index.metric, self.spec.index.kind)
+            index.add(vecs, labels)
+            if store is not None:
+                store = store.finalize()
+            index.save(self.work_dir / "gallery.index")
+        except BaseException:
+            if store is not None:
+                store.abort()
+            raise
+        self.store, self.index = store, index
         self.gallery = gallery
         self.num_classes = int(labels.max()) + 1
         return self
@@ -363,6 +423,10 @@ class Pipeline:
                                     labels=res.labels[:, :k], scores=res.scores[:, :k], seconds=time.perf_counter() - t0)
         if rerankers:
             qmaps = torch.cat(maps)
+            assert self.store is not None
+            if tuple(qmaps.shape[1:]) != tuple(self.store.map_shape):
+                raise InputError(f"the queries' {f.spatial_layer} maps are {list(qmaps.shape[1:])} but the gallery's stored maps are "
+                                 f"{list(self.store.map_shape)}: use images of the gallery's resolution (or fit the gallery again)")
             for rname, rr in rerankers:
                 out[rname] = self._rerank(rname, rr, qmaps, res, progress)
         return out
@@ -384,11 +448,13 @@ class Pipeline:
             cands = self.store.get(res.positions[idx].flatten(), device=dev).unflatten(0, (len(idx), -1))
             if callable(many):
                 out = many(qmaps[idx].float(), cands)
+                if not isinstance(out, (list, tuple)) or len(out) != len(idx):
+                    raise ComponentOutputError(f"{_owner('reranker', rname, rr)}: rerank_many returned "
+                                               f"{len(out) if isinstance(out, (list, tuple)) else type(out).__name__} rankings for {len(idx)} queries")
             else:
                 out = [rr.rerank(qmaps[i].float(), cands[j]) for j, i in enumerate(idx)]
             for i, ranking in zip(idx, out):
-                if not isinstance(ranking, Ranking):
-                    raise InputError(f"re-ranker {rname!r} returned {type(ranking).__name__}, not a Ranking")
+                ranking = _check_ranking(ranking, cands.shape[1], _owner("reranker", rname, rr))
                 top = ranking.order[:k].cpu()
                 order_ids[i], order_labels[i] = res.ids[i][top], res.labels[i][top]
                 order_scores[i] = ranking.scores.cpu()[top]
@@ -421,10 +487,19 @@ class Pipeline:
                     continue  # e.g. an explainer of one re-ranker's decisions
                 if any(getattr(case, fld, None) is None for fld in getattr(ex, "requires", ())):
                     continue  # e.g. a ranking-based explainer on kNN decisions
-                explanations.append(ex.explain(case))
+                exp = ex.explain(case)
+                if not isinstance(exp, Explanation):
+                    raise ComponentOutputError(f"{_owner('explainer', getattr(ex, 'name', '?'), ex)} returned {type(exp).__name__}, "
+                                               "not an Explanation")
+                explanations.append(exp)
         inputs = {"predictions": pred, "targets": targets, "confidences": d.confidences, "explanations": explanations,
                   "neighbour_ids": d.ids, "neighbour_labels": d.labels}
-        metrics = {mname: m.compute(**{key: inputs[key] for key in m.requires}) for mname, m in self._built.metrics}
+        metrics = {}
+        for mname, m in self._built.metrics:
+            res = m.compute(**{key: inputs[key] for key in m.requires})
+            if not isinstance(res, MetricResult):
+                raise ComponentOutputError(f"{_owner('metric', mname, m)} returned {type(res).__name__}, not a MetricResult")
+            metrics[mname] = res
         return MethodResult(method=d.method, predictions=pred, targets=targets, confidences=d.confidences, neighbour_ids=d.ids,
                             neighbour_labels=d.labels, metrics=metrics, explanations=explanations, seconds=d.seconds)
 

@@ -46,12 +46,19 @@ class SpatialStore:
             raise InputError(f"need n >= 1 and a (C, H, W) map shape, got n={n}, map_shape={map_shape}")
         path = Path(path).with_suffix(".npy")
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(n, *map_shape))
         ids_list = (ids.tolist() if ids is not None else list(range(n)))
         if len(ids_list) != n:
             raise InputError(f"ids has {len(ids_list)} entries for {n} maps")
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would surprise users of a shared store
+        try:
+            arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(n, *map_shape))
+        except BaseException:
+            os.unlink(tmp)
+            raise
         meta = {"format": _FORMAT, "layer": layer, "shape": [n, *map_shape], "ids": ids_list}
         store = cls(arr, meta, path)
         store._tmp = tmp
@@ -67,6 +74,15 @@ class SpatialStore:
         if maps.is_floating_point() and not bool(torch.isfinite(maps).all()):
             raise InputError("maps contain NaN/inf")
         self._array[start:start + b] = maps.detach().to("cpu", torch.float16).numpy()
+
+    def abort(self) -> None:
+        """Discard an unfinished store: its temporary file is removed, nothing is moved into place."""
+        if self._tmp is None:
+            return
+        tmp, self._tmp = self._tmp, None
+        del self._array
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
     def finalize(self) -> "SpatialStore":
         """Flush and move the data into place atomically; the store becomes read-only."""

@@ -1,0 +1,177 @@
+"""No silent wrong answers: what issue 15's first section found (fit all-or-nothing, duplicate
+component names, query/store grid mismatch, plugin outputs checked at the boundary)."""
+from __future__ import annotations
+
+import os
+import types
+from pathlib import Path
+
+import pytest
+import torch
+
+import xcorr_core as xc
+from xcorr_core.store import SpatialStore
+
+
+class Reverse(xc.ReRanker):
+    name = "hard_reverse"
+    summary = "reverse order"
+
+    def rerank(self, query: torch.Tensor, candidates: torch.Tensor) -> xc.Ranking:
+        n = candidates.shape[0]
+        scores = torch.arange(n, dtype=torch.float32)
+        return xc.Ranking(order=torch.argsort(scores, descending=True), scores=scores,
+                          pairs=torch.zeros(n, 1, 2, dtype=torch.int64), weights=torch.ones(n, 1))
+
+
+class Broken(xc.ReRanker):
+    """Returns a chosen bad output."""
+
+    name = "hard_broken"
+    summary = "broken on purpose"
+    mode = "repeat"
+
+    def rerank(self, query: torch.Tensor, candidates: torch.Tensor) -> object:
+        n = candidates.shape[0]
+        if Broken.mode == "none":
+            return None
+        if Broken.mode == "short":
+            n -= 1
+            order = torch.arange(n)
+        elif Broken.mode == "repeat":
+            order = torch.zeros(n, dtype=torch.int64)  # not a permutation: would give the top candidate k times
+        else:  # out of range
+            order = torch.arange(n) + 5
+        return xc.Ranking(order=order, scores=torch.zeros(n), pairs=torch.zeros(n, 1, 2, dtype=torch.int64), weights=torch.ones(n, 1))
+
+
+class FloatMetric(xc.Metric):
+    name = "hard_float_metric"
+    summary = "returns a float"
+
+    def compute(self, **data):
+        return 0.5
+
+
+class NoneExplainer(xc.Explainer):
+    name = "hard_none_explainer"
+    summary = "returns None"
+
+    def explain(self, case):
+        return None
+
+
+def _register() -> None:
+    mod = types.ModuleType("hard")
+    mod.register_rerankers = xc.hookimpl(lambda register: (register(Reverse), register(Broken)))
+    mod.register_metrics = xc.hookimpl(lambda register: register(FloatMetric))
+    mod.register_explainers = xc.hookimpl(lambda register: register(NoneExplainer))
+    assert xc.register_plugin(mod, name="hard").error is None
+
+
+class Failing(torch.utils.data.Dataset):
+    """A gallery whose item ``bad`` raises (an unreadable image, or Ctrl-C)."""
+
+    def __init__(self, base, bad: int, exc: BaseException) -> None:
+        self.base, self.bad, self.exc = base, bad, exc
+        self.labels = base.labels
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i):
+        if i == self.bad:
+            raise self.exc
+        return self.base[i]
+
+
+@pytest.mark.parametrize("exc", [OSError("unreadable image"), KeyboardInterrupt()])
+def test_failed_fit_keeps_the_old_gallery_and_leaves_no_temp_file(tiny_model, tiny_birds, tmp_path: Path, exc) -> None:
+    _register()
+    train, test = tiny_birds
+    pipe = xc.Pipeline({"shortlist": 30, "decision": {"k": 10}, "rerankers": [{"name": "hard_reverse"}]}, model=tiny_model,
+                       work_dir=tmp_path)
+    before = pipe.fit(train, progress=False).run(test, progress=False)
+    old_index, old_store = pipe.index, pipe.store
+    other = xc.data.SynthBirds("train", per_class=4, seed=5, progress=False)
+    with pytest.raises(type(exc)):
+        pipe.fit(Failing(other, bad=len(other) - 3, exc=exc), progress=False)
+    assert pipe.index is old_index and pipe.store is old_store
+    assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+    after = pipe.run(test, progress=False)
+    for m in before.methods:
+        assert torch.equal(before.methods[m].predictions, after.methods[m].predictions)
+
+
+def test_store_files_are_not_private(tmp_path: Path) -> None:
+    umask = os.umask(0)
+    os.umask(umask)
+    store = SpatialStore.from_tensor(tmp_path / "s", torch.rand(2, 3, 2, 2))
+    assert os.stat(store.path).st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_abort_removes_the_unfinished_store(tmp_path: Path) -> None:
+    store = SpatialStore.create(tmp_path / "s", 4, (2, 2, 2))
+    store.write(0, torch.rand(2, 2, 2, 2))
+    store.abort()
+    assert os.listdir(tmp_path) == []
+
+
+def test_negative_labels_rejected_at_fit(tiny_model, tiny_birds) -> None:
+    train, _ = tiny_birds
+    labels = train.labels.clone()
+    labels[3] = -1
+    with pytest.raises(xc.InputError, match=">= 0"):
+        xc.Pipeline({"decision": {"k": 5}}, model=tiny_model).fit(train, labels=labels)
+
+
+def test_duplicate_names_rejected_and_aliases_run_both(tiny_model, tiny_birds) -> None:
+    _register()
+    with pytest.raises(xc.ConfigError, match=r"metrics\[1\].*also metrics\[0\].*as:"):
+        xc.Pipeline({"metrics": [{"name": "top1_accuracy"}, {"name": "top1_accuracy"}]}, model=tiny_model)
+    with pytest.raises(xc.ConfigError, match=r"rerankers\[1\]"):
+        xc.Pipeline({"shortlist": 30, "decision": {"k": 10}, "rerankers": [{"name": "hard_reverse"}, {"name": "hard_reverse"}]},
+                    model=tiny_model)
+    with pytest.raises(xc.ConfigError, match="reserved"):
+        xc.Pipeline({"shortlist": 30, "decision": {"k": 10}, "rerankers": [{"name": "hard_reverse", "as": "knn"}]}, model=tiny_model)
+    train, test = tiny_birds
+    pipe = xc.Pipeline({"shortlist": 30, "decision": {"k": 10},
+                        "rerankers": [{"name": "hard_reverse"}, {"name": "hard_reverse", "as": "reverse_again"}],
+                        "metrics": [{"name": "top1_accuracy"}, {"name": "mean_confidence", "as": "conf"}]}, model=tiny_model)
+    assert pipe.methods == ["knn", "hard_reverse", "reverse_again"]
+    res = pipe.fit(train, progress=False).run(test, progress=False)
+    assert set(res.methods["reverse_again"].metrics) == {"top1_accuracy", "conf"}
+    assert torch.equal(res.methods["hard_reverse"].predictions, res.methods["reverse_again"].predictions)
+
+
+def test_query_grid_must_match_the_store(tiny_model, tiny_birds) -> None:
+    _register()
+    train, _ = tiny_birds
+    pipe = xc.Pipeline({"shortlist": 30, "decision": {"k": 10}, "rerankers": [{"name": "hard_reverse"}]}, model=tiny_model)
+    pipe.fit(train, progress=False)
+    big = xc.data.SynthBirds("test", per_class=1, size=224, progress=False)
+    with pytest.raises(xc.InputError, match=r"\[256, 14, 14\].*\[256, 7, 7\]"):
+        pipe.run(big, progress=False)
+
+
+@pytest.mark.parametrize("mode, match", [("repeat", "not a permutation"), ("short", "scored 29 candidates"),
+                                         ("out_of_range", "not a permutation"), ("none", "NoneType, not a Ranking")])
+def test_bad_rankings_name_the_component_and_plugin(tiny_model, tiny_birds, mode, match) -> None:
+    _register()
+    Broken.mode = mode
+    train, test = tiny_birds
+    pipe = xc.Pipeline({"shortlist": 30, "decision": {"k": 10}, "rerankers": [{"name": "hard_broken"}]}, model=tiny_model)
+    pipe.fit(train, progress=False)
+    with pytest.raises(xc.ComponentOutputError, match=rf"re-ranker 'hard_broken' \(plugin 'hard'\).*{match}"):
+        pipe.run(test, progress=False)
+
+
+def test_bad_metric_and_explainer_outputs(tiny_model, tiny_birds) -> None:
+    _register()
+    train, test = tiny_birds
+    pipe = xc.Pipeline({"decision": {"k": 5}, "metrics": [{"name": "hard_float_metric"}]}, model=tiny_model).fit(train, progress=False)
+    with pytest.raises(xc.ComponentOutputError, match=r"metric 'hard_float_metric' \(plugin 'hard'\) returned float"):
+        pipe.run(test, progress=False)
+    pipe = xc.Pipeline({"decision": {"k": 5}, "explainers": [{"name": "hard_none_explainer"}]}, model=tiny_model).fit(train, progress=False)
+    with pytest.raises(xc.ComponentOutputError, match=r"explainer 'hard_none_explainer' \(plugin 'hard'\) returned NoneType"):
+        pipe.run(test, progress=False)
