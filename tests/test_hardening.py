@@ -175,3 +175,131 @@ def test_bad_metric_and_explainer_outputs(tiny_model, tiny_birds) -> None:
     pipe = xc.Pipeline({"decision": {"k": 5}, "explainers": [{"name": "hard_none_explainer"}]}, model=tiny_model).fit(train, progress=False)
     with pytest.raises(xc.ComponentOutputError, match=r"explainer 'hard_none_explainer' \(plugin 'hard'\) returned NoneType"):
         pipe.run(test, progress=False)
+
+
+# -- numbers, specs, plugins, RNG ----------------------------------------------------------------
+
+def test_store_rejects_values_beyond_float16_and_detects_a_flipped_byte(tmp_path: Path) -> None:
+    store = SpatialStore.create(tmp_path / "big", 1, (1, 2, 2))
+    with pytest.raises(xc.InputError, match="float16 range"):
+        store.write(0, torch.full((1, 1, 2, 2), 7e4))
+    store.abort()
+    s = SpatialStore.from_tensor(tmp_path / "m", torch.rand(3, 4, 2, 2))
+    raw = bytearray(s.path.read_bytes())
+    raw[-3] ^= 0x10
+    s.path.write_bytes(bytes(raw))
+    with pytest.raises(xc.IndexFileError, match="checksum"):
+        SpatialStore.open(tmp_path / "m")
+    SpatialStore.open(tmp_path / "m", verify=False)  # the caller's choice
+
+
+def test_huge_vectors_are_searched_correctly_or_rejected() -> None:
+    idx = xc.GalleryIndex(3, "cosine")
+    v = torch.tensor([[1e30, 0.0, 0.0], [0.0, 1e30, 0.0]])
+    idx.add(v, torch.tensor([0, 1]))
+    res = idx.search(torch.tensor([[0.0, 2e30, 1e29]]), 1)
+    assert int(res.ids[0, 0]) == 1 and float(res.scores[0, 0]) > 0.99
+    with pytest.raises(xc.InputError, match="1e18"):
+        xc.GalleryIndex(3, "l2").add(v)
+    with pytest.raises(xc.InputError, match="must be an int"):
+        idx.search(v, 2.5)  # type: ignore[arg-type]
+
+
+def test_labels_must_be_integers_and_data_must_say_its_labels(tiny_model, tiny_birds) -> None:
+    train, test = tiny_birds
+    pipe = xc.Pipeline({"decision": {"k": 5}}, model=tiny_model)
+    with pytest.raises(xc.InputError, match="integer class ids"):
+        pipe.fit(train, labels=train.labels.float() + 0.5)
+    pipe.fit(train, labels=train.labels.float(), progress=False)  # integral floats are fine
+    with pytest.raises(xc.InputError, match="bare image tensor"):
+        pipe.run(test.images.float() / 255, progress=False)
+    with pytest.raises(xc.InputError, match="not positions"):
+        pipe.cases(test, [999])
+
+
+def test_meta_device_queries_are_a_clear_error(tiny_model) -> None:
+    with pytest.raises(xc.InputError, match="meta"):
+        xc.FeatureExtractor(tiny_model, ["layer4"])(torch.empty(1, 3, 32, 32, device="meta"))
+
+
+@pytest.mark.parametrize("content, match", [
+    (b"\xff\xfe k: 3", "UTF-8"),
+    (b"", "empty"),
+    (b"# only a comment\n", "empty"),
+    (b"decision: {k: 3}\ndecision: {k: 5}\n", "duplicate key 'decision'"),
+    (b"decision:\n  k: true\n", "decision.k"),
+    (b"- 1\n- 2\n", "mapping"),
+])
+def test_spec_files_are_read_strictly(tmp_path: Path, content: bytes, match: str) -> None:
+    p = tmp_path / "spec.yaml"
+    p.write_bytes(content)
+    with pytest.raises(xc.ConfigError, match=match):
+        xc.PipelineSpec.from_file(p)
+
+
+def test_json_spec_duplicate_keys(tmp_path: Path) -> None:
+    p = tmp_path / "spec.json"
+    p.write_text('{"seed": 1, "seed": 2}')
+    with pytest.raises(xc.ConfigError, match="duplicate key 'seed'"):
+        xc.PipelineSpec.from_file(p)
+
+
+def test_emd_eps_must_be_finite(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("xcorr_emd_corr")
+    monkeypatch.delenv("XCORR_PLUGINS")
+    xc.reload_plugins()
+    with pytest.raises(xc.ConfigError, match="eps"):
+        xc.create("reranker", "emd_corr", eps=float("inf"))
+
+
+def test_plugins_env_typo_warns_with_what_is_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.metadata as md
+
+    names = sorted(ep.name for ep in md.entry_points(group="xcorr"))
+    monkeypatch.setenv("XCORR_PLUGINS", "emd_corrr")
+    with pytest.warns(UserWarning, match=r"'emd_corrr', which is not installed; installed plugins: " + ", ".join(names)):
+        xc.reload_plugins()
+        xc.plugins()
+
+
+def test_misspelled_and_unmarked_hooks_are_reported() -> None:
+    mod = types.ModuleType("typo")
+    mod.register_metric = xc.hookimpl(lambda register: register(FloatMetric))
+    info = xc.register_plugin(mod, name="typo")
+    assert info.error is not None and "Did you mean 'register_metrics'" in info.error
+    bare = types.ModuleType("bare")
+    bare.register_metrics = lambda register: register(FloatMetric)
+    with pytest.warns(UserWarning) as rec:
+        xc.register_plugin(bare, name="bare")
+    msgs = [str(w.message) for w in rec]
+    assert any("register_metrics() is not marked @xcorr_core.hookimpl" in m for m in msgs)
+    assert any("registers nothing" in m for m in msgs)
+
+
+def test_a_default_that_breaks_its_own_constraint_is_refused() -> None:
+    from pydantic import Field
+
+    class Bad(xc.Metric):
+        name = "bad_default"
+        summary = "k defaults to 0 but must be >= 1"
+
+        class Config(xc.StrictConfig):
+            k: int = Field(0, ge=1)
+
+        def compute(self, **data):
+            raise NotImplementedError
+
+    mod = types.ModuleType("bad_default")
+    mod.register_metrics = xc.hookimpl(lambda register: register(Bad))
+    info = xc.register_plugin(mod, name="bad_default")
+    assert info.error is not None and "Config.k: its default 0 breaks its own constraint" in info.error
+
+
+def test_run_leaves_the_callers_rng_alone(tiny_model, tiny_birds) -> None:
+    train, test = tiny_birds
+    pipe = xc.Pipeline({"decision": {"k": 5}, "seed": 7}, model=tiny_model).fit(train, progress=False)
+    torch.manual_seed(123)
+    want = torch.rand(3)
+    torch.manual_seed(123)
+    pipe.run(test, progress=False)
+    assert torch.equal(torch.rand(3), want)

@@ -96,6 +96,8 @@ class FeatureExtractor:
         """Run the model on ``images`` `[B, 3, H, W]` and return the captured layers."""
         # NaN/inf are checked on the (much smaller) pooled features below: they propagate there
         check_tensor("images", images, ndim=4, floating=True, non_empty=True)
+        if images.device.type == "meta":
+            raise InputError("images are on the 'meta' device (shapes only, no data): move them to a real device")
         dev = self._param_device()
         if dev is not None and dev != images.device:
             raise InputError(f"images are on {images.device} but the model is on {dev}")

@@ -92,10 +92,13 @@ class GalleryIndex:
             raise InputError(f"{name} has dimension {x.shape[1]} but the index has dimension {self.dim}")
         x = x.detach().to("cpu", torch.float32)
         if self.metric == "cosine":
+            x = x / x.abs().amax(dim=1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)  # no overflow for huge vectors
             norms = x.norm(dim=1, keepdim=True)
             if bool((norms == 0).any()):
                 raise InputError(f"{name} has {int((norms == 0).sum())} zero vector(s); cosine is undefined")
             x = x / norms
+        elif bool((x.abs() > 1e18).any()):
+            raise InputError(f"{name} has values above 1e18: their squares overflow float32 under the {self.metric!r} metric")
         return np.ascontiguousarray(x.numpy())
 
     def add(self, vectors: torch.Tensor, labels: torch.Tensor | None = None, ids: torch.Tensor | None = None) -> None:
@@ -119,6 +122,8 @@ class GalleryIndex:
         """The ``k`` most similar gallery items of each query `[Q, D]`, best first."""
         if len(self) == 0:
             raise InputError("the gallery index is empty; add() vectors before searching")
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+            raise InputError(f"k must be an int, got {type(k).__name__} {k!r}")
         if not 1 <= k <= len(self):
             raise InputError(f"k={k} must be between 1 and the gallery size {len(self)}")
         device = queries.device if isinstance(queries, torch.Tensor) else torch.device("cpu")

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import torch
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, StrictBool, StrictInt, ValidationError
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -62,7 +62,7 @@ class FeatureSpec(StrictConfig):
                                             "or a checkpoint path; ignored when a model is passed to Pipeline()")
     pooled_layer: str = Field("layer4", description="layer whose global-average-pooled vector is searched")
     spatial_layer: str | None = Field("layer4", description="layer whose spatial maps re-rankers compare (None: no re-ranking)")
-    batch_size: int = Field(64, ge=1)
+    batch_size: StrictInt = Field(64, ge=1)
 
 
 class IndexSpec(StrictConfig):
@@ -74,15 +74,15 @@ class DecisionSpec(StrictConfig):
     """Majority vote over the top k (k = 20 in the EMD/CHM-Corr paper)."""
 
     rule: Literal["majority"] = "majority"
-    k: int = Field(20, ge=1)
+    k: StrictInt = Field(20, ge=1)
     tie_break: Literal["lowest_label", "nearest"] = "lowest_label"
 
 
 class ExplainSelection(StrictConfig):
     """Which queries get explanations: the first ``correct`` right and ``wrong`` wrong ones per method."""
 
-    correct: int = Field(1, ge=0)
-    wrong: int = Field(1, ge=0)
+    correct: StrictInt = Field(1, ge=0)
+    wrong: StrictInt = Field(1, ge=0)
 
 
 class PipelineSpec(StrictConfig):
@@ -90,28 +90,36 @@ class PipelineSpec(StrictConfig):
 
     features: FeatureSpec = Field(default_factory=FeatureSpec)
     index: IndexSpec = Field(default_factory=IndexSpec)
-    shortlist: int = Field(50, ge=1, description="candidates re-rankers see (N)")
+    shortlist: StrictInt = Field(50, ge=1, description="candidates re-rankers see (N)")
     rerankers: list[ComponentSpec] = Field(default_factory=list)
-    all_rerankers: bool = Field(False, description="also run every installed re-ranker with its default config "
+    all_rerankers: StrictBool = Field(False, description="also run every installed re-ranker with its default config "
                                                     "(except those whose class sets auto = False)")
     decision: DecisionSpec = Field(default_factory=DecisionSpec)
     explainers: list[ComponentSpec] = Field(default_factory=lambda: [ComponentSpec(name="nearest_neighbours")])
     metrics: list[ComponentSpec] = Field(default_factory=lambda: [ComponentSpec(name="top1_accuracy"), ComponentSpec(name="mean_confidence")])
     explain: ExplainSelection = Field(default_factory=ExplainSelection)
-    seed: int = 0
+    seed: StrictInt = 0
 
     @classmethod
     def from_file(cls, path: str | Path) -> "PipelineSpec":
         """Load a spec from ``.yaml``/``.yml`` or ``.json``; errors name the file and field."""
         path = Path(path)
         try:
-            text = path.read_text()
+            raw = path.read_bytes()
         except OSError as exc:
             raise ConfigError(f"cannot read pipeline spec {path}: {exc}") from exc
         try:
-            data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path} is not UTF-8 text (byte {exc.start}): save the spec as UTF-8") from exc
+        try:
+            data = json.loads(text, object_pairs_hook=_no_duplicate_pairs) if path.suffix == ".json" else yaml.load(text, Loader=_StrictLoader)
         except (ValueError, yaml.YAMLError) as exc:
             raise ConfigError(f"{path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}") from exc
+        if data is None:
+            raise ConfigError(f"{path} is empty: write at least one key (an empty mapping, {{}}, runs the defaults)")
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path} must hold a mapping of spec keys, got {type(data).__name__}")
         return cls.parse(data, source=str(path))
 
     @classmethod
@@ -123,6 +131,28 @@ class PipelineSpec(StrictConfig):
             err = exc.errors()[0]
             loc = _loc(err["loc"])
             raise ConfigError(f"{source}: {loc}: {err['msg']}", field=loc) from exc
+
+
+def _no_duplicate_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise ValueError(f"duplicate key {k!r}")
+        out[k] = v
+    return out
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice in one mapping is an error (not "last wins")."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def _loc(parts: tuple[Any, ...] | list[Any]) -> str:
@@ -180,8 +210,18 @@ def _labels_of(data: Any, given: torch.Tensor | None, what: str) -> torch.Tensor
     if given is None:
         given = getattr(data, "labels", None)
         if given is None:
-            given = torch.tensor([int(data[i][1]) for i in range(len(data))])
-    out = torch.as_tensor(given, dtype=torch.int64)
+            if isinstance(data, torch.Tensor):
+                raise InputError(f"data is a bare image tensor {list(data.shape)} with no labels: pass {what}= (long [N]) "
+                                 "or a Dataset of (image, label)")
+            try:
+                given = torch.tensor([int(data[i][1]) for i in range(len(data))])
+            except (TypeError, IndexError, ValueError) as exc:
+                raise InputError(f"cannot read labels from the data's items ({type(exc).__name__}: {exc}); pass {what}=") from exc
+    given = torch.as_tensor(given)
+    if given.is_floating_point() or given.is_complex() or given.dtype == torch.bool:
+        if given.dtype == torch.bool or not bool((given == given.round()).all()):
+            raise InputError(f"{what} must be integer class ids, got {given.dtype} values")
+    out = given.to(torch.int64)
     if out.shape != (len(data),):
         raise InputError(f"{what} must be [{len(data)}], got {list(out.shape)}")
     return out
@@ -375,6 +415,9 @@ class Pipeline:
         (``"knn"`` or a re-ranker of this pipeline) — what an Explainer reads."""
         if method not in self.methods:
             raise InputError(f"unknown method {method!r}; this pipeline runs {', '.join(self.methods)}")
+        bad = [i for i in indices if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < len(data)]
+        if bad:
+            raise InputError(f"indices {bad[:5]} are not positions of the data set (0 .. {len(data) - 1})")
         tg = self._targets(data, targets, "data")[indices]
         sub = torch.utils.data.Subset(data, list(indices))
         dec = self._decide(sub, "cases", False, only=method)[method]
@@ -403,7 +446,12 @@ class Pipeline:
 
     def _decide(self, data: Any, name: str, progress: bool | None, only: str | None = None) -> dict[str, "_Decisions"]:
         assert self.index is not None
-        torch.manual_seed(self.spec.seed)
+        with torch.random.fork_rng(devices=[]):  # seeded for components that draw, caller's RNG state untouched
+            torch.manual_seed(self.spec.seed)
+            return self._decide_seeded(data, name, progress, only)
+
+    def _decide_seeded(self, data: Any, name: str, progress: bool | None, only: str | None) -> dict[str, "_Decisions"]:
+        assert self.index is not None
         spec, f = self.spec, self.spec.features
         rerankers = [(n, r) for n, r in self._built.rerankers if only in (None, n)]
         pooled, maps = [], []

@@ -10,10 +10,12 @@ Depends on pluggy, pydantic and the core's own modules; never on a plugin.
 """
 from __future__ import annotations
 
+import difflib
 import importlib.metadata as md
 import os
 import threading
 import traceback
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,6 +68,42 @@ def _validate_class(kind: str, cls: Any) -> None:
     method = KIND_METHOD[kind]
     if not callable(getattr(cls, method, None)):
         raise TypeError(f"{cls.__qualname__} is registered as a {kind} but has no {method}() method")
+    _check_defaults(cls.__qualname__, cfg)
+
+
+def _check_defaults(owner: str, cfg: type[BaseModel]) -> None:
+    """Pydantic does not validate defaults: a default that breaks its own field's constraint would only
+    fail when someone passes the same value explicitly. Validate each default as an input here."""
+    for fname, f in cfg.model_fields.items():
+        if f.is_required() or (f.validation_alias is not None and not isinstance(f.validation_alias, str)):
+            continue
+        key = f.validation_alias if isinstance(f.validation_alias, str) else (f.alias or fname)
+        value = f.get_default(call_default_factory=True)
+        try:
+            cfg.model_validate({key: value})
+        except ValidationError as exc:
+            errs = [e for e in exc.errors() if tuple(e["loc"][:1]) == (key,)]
+            if errs:
+                raise TypeError(f"{owner}.Config.{fname}: its default {value!r} breaks its own constraint ({errs[0]['msg']})") from None
+
+
+def _hook_names() -> set[str]:
+    return {n for n in dir(hookspecs) if n.startswith("register_") and hasattr(getattr(hookspecs, n), f"{hookspecs.PROJECT}_spec")}
+
+
+def _check_hook_names(plugin: Any, name: str) -> None:
+    """Unknown hook names are errors (pluggy would accept them silently); a function that has a hook's
+    name but no ``@hookimpl`` is a warning (pluggy ignores it)."""
+    known = _hook_names()
+    for attr in dir(plugin):
+        obj = getattr(plugin, attr, None)
+        marked = callable(obj) and hasattr(obj, f"{hookspecs.PROJECT}_impl")
+        if marked and attr not in known:
+            close = difflib.get_close_matches(attr, sorted(known), n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise TypeError(f"{attr!r} is not an xcorr hook.{hint} Hooks: {', '.join(sorted(known))}")
+        if not marked and callable(obj) and attr in known:
+            warnings.warn(f"plugin {name!r}: {attr}() is not marked @xcorr_core.hookimpl, so it is never called", stacklevel=4)
 
 
 def _register_plugin_obj(state: _Registry, plugin: Any, name: str, version: str) -> PluginInfo:
@@ -73,8 +111,9 @@ def _register_plugin_obj(state: _Registry, plugin: Any, name: str, version: str)
     info = PluginInfo(name=name, version=version)
     state.plugins[name] = info
     try:
+        _check_hook_names(plugin, name)
         state.pm.register(plugin, name=name)
-    except Exception as exc:  # bad hookimpl signature, duplicate name, ...
+    except Exception as exc:  # bad hookimpl signature, duplicate name, unknown hook ...
         info.error = f"{type(exc).__name__}: {exc}"
         return info
     added: list[tuple[str, str]] = []
@@ -106,6 +145,9 @@ def _register_plugin_obj(state: _Registry, plugin: Any, name: str, version: str)
         info.components.clear()
         info.error = f"{type(exc).__name__}: {exc}"
         state.pm.unregister(name=name)
+        return info
+    if not info.components and not state.pm.get_hookcallers(plugin):
+        warnings.warn(f"plugin {name!r} implements no xcorr hook: it registers nothing (missing @xcorr_core.hookimpl?)", stacklevel=3)
     return info
 
 
@@ -123,6 +165,11 @@ def _load() -> _Registry:
     _register_plugin_obj(state, builtins, "xcorr_core", __version__)
     eps = md.entry_points(group=ENTRY_POINT_GROUP)
     wanted = _wanted([ep.name for ep in eps])
+    installed = sorted(ep.name for ep in eps)
+    unknown = sorted((wanted or set()) - set(installed))
+    if unknown:
+        warnings.warn(f"{ENV_VAR} names {', '.join(map(repr, unknown))}, which {'is' if len(unknown) == 1 else 'are'} not installed; "
+                      f"installed plugins: {', '.join(installed) or '(none)'}", stacklevel=3)
     for ep in sorted(eps, key=lambda e: e.name):
         if wanted is not None and ep.name not in wanted:
             continue

@@ -3,11 +3,12 @@
 Re-rankers compare a query's map with the maps of its shortlist; reading them
 from this store (instead of re-encoding the images per query) is what keeps a
 re-ranking pipeline fast. Layout: ``NAME.npy`` (an `[N, C, H, W]` float16 array)
-and ``NAME.json`` (format, layer, shape, ids). Both are written atomically.
+and ``NAME.json`` (format, layer, shape, ids, SHA-256 of the array file). Both are written atomically.
 Depends on numpy, torch and the core's errors/fileio modules.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -23,6 +24,14 @@ from .fileio import atomic_write
 __all__ = ["SpatialStore"]
 
 _FORMAT = "xcorr.SpatialStore/1"
+
+
+def _sha256(path: str | Path, chunk: int = 1 << 24) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
 
 
 class SpatialStore:
@@ -73,6 +82,9 @@ class SpatialStore:
             raise InputError(f"cannot write maps {list(maps.shape)} at {start} into a store of shape {self.meta['shape']}")
         if maps.is_floating_point() and not bool(torch.isfinite(maps).all()):
             raise InputError("maps contain NaN/inf")
+        if maps.numel() and float(maps.detach().abs().max()) > 65504.0:
+            raise InputError(f"maps reach {float(maps.detach().abs().max()):.3g}, above the float16 range (65504) of the store: "
+                             "scale the features down (e.g. normalise them) before storing")
         self._array[start:start + b] = maps.detach().to("cpu", torch.float16).numpy()
 
     def abort(self) -> None:
@@ -90,16 +102,20 @@ class SpatialStore:
             return self
         self._array.flush()
         del self._array
+        self.meta["sha256"] = _sha256(self._tmp)
         os.replace(self._tmp, self.path)
         self._tmp = None
         meta_path = self.path.with_suffix(".json")
         atomic_write(meta_path, lambda f: f.write(json.dumps(self.meta).encode()))
-        return SpatialStore.open(self.path)
+        return SpatialStore.open(self.path, verify=False)
 
     # -- reading -----------------------------------------------------------------
     @classmethod
-    def open(cls, path: str | Path) -> "SpatialStore":
-        """Open a finalized store memory-mapped; `IndexFileError` if missing, corrupt or mismatched."""
+    def open(cls, path: str | Path, *, verify: bool = True) -> "SpatialStore":
+        """Open a finalized store memory-mapped; `IndexFileError` if missing, corrupt or mismatched.
+
+        ``verify`` reads the file once to check its SHA-256 against the description (a flipped byte
+        is an error, never a wrong map); pass False to skip that read for a store you just wrote."""
         path = Path(path).with_suffix(".npy")
         meta_path = path.with_suffix(".json")
         if not path.is_file() or not meta_path.is_file():
@@ -116,6 +132,8 @@ class SpatialStore:
             raise IndexFileError(f"{path} is corrupt or truncated ({type(exc).__name__}: {exc})") from exc
         if list(arr.shape) != meta["shape"] or arr.dtype != np.float16 or len(meta["ids"]) != arr.shape[0]:
             raise IndexFileError(f"{path} holds {arr.dtype} {list(arr.shape)} but its description says float16 {meta['shape']}")
+        if verify and "sha256" in meta and _sha256(path) != meta["sha256"]:
+            raise IndexFileError(f"{path} does not match the checksum in {meta_path.name}: the file is corrupt")
         return cls(arr, meta, path)
 
     @classmethod

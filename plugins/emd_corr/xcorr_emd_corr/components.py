@@ -27,7 +27,7 @@ class EMDCorrReRanker(xc.ReRanker):
     summary = "EMD-Corr: Sinkhorn flows between patch embeddings, score over the 5 largest flows"
 
     class Config(xc.StrictConfig):
-        eps: float = Field(0.05, gt=0, description="entropic regularisation; K = exp(-(1 - sim) / eps) (authors: 0.05)")
+        eps: float = Field(0.05, gt=0, allow_inf_nan=False, description="entropic regularisation; K = exp(-(1 - sim) / eps) (authors: 0.05)")
         pairs: int = Field(5, ge=1, description="L: the largest flows that make the score (paper: 5)")
         max_iter: int = Field(100, ge=1, description="Sinkhorn iteration cap (authors: 100)")
         tol: float = Field(0.1, gt=0, description="tolerance of the stopping rule (authors: 0.1 on mean |r - r_prev|)")
