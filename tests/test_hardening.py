@@ -303,3 +303,43 @@ def test_run_leaves_the_callers_rng_alone(tiny_model, tiny_birds) -> None:
     torch.manual_seed(123)
     pipe.run(test, progress=False)
     assert torch.equal(torch.rand(3), want)
+
+
+# -- images ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("make, match", [
+    (lambda x: x.permute(0, 2, 3, 1).contiguous(), "channels-last"),
+    (lambda x: x[:, :1], "1 channel"),
+    (lambda x: torch.cat([x, x[:, :1]], 1), "4 channels"),
+    (lambda x: x * 255, "divide by 255"),
+    (lambda x: (x * 255).to(torch.uint8), "uint8"),
+])
+def test_bad_image_batches_are_rejected_with_the_fix(tiny_model, tiny_birds, make, match) -> None:
+    train, test = tiny_birds
+    pipe = xc.Pipeline({"decision": {"k": 5}}, model=tiny_model).fit(train, progress=False)
+    x = test.images[:4].float() / 255
+    data = torch.utils.data.TensorDataset(make(x), test.labels[:4])
+    with pytest.raises(xc.InputError, match=match):
+        pipe.run(data, progress=False)
+
+
+def test_float64_images_are_converted(tiny_model, tiny_birds) -> None:
+    train, test = tiny_birds
+    pipe = xc.Pipeline({"decision": {"k": 5}}, model=tiny_model).fit(train, progress=False)
+    x = test.images[:6].float() / 255
+    a = pipe.run(torch.utils.data.TensorDataset(x, test.labels[:6]), progress=False)
+    b = pipe.run(torch.utils.data.TensorDataset(x.double(), test.labels[:6]), progress=False)
+    assert torch.equal(a.methods["knn"].predictions, b.methods["knn"].predictions)
+
+
+def test_16_bit_png_is_scaled_not_white(tmp_path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from xcorr_core.data.real import open_rgb
+
+    ramp = (np.linspace(0, 65535, 64).reshape(8, 8)).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "g16.png")
+    img = np.asarray(open_rgb(tmp_path / "g16.png"))
+    assert img.shape == (8, 8, 3) and img.min() == 0 and img.max() == 255
+    assert abs(int(img[4, 0, 0]) - round(ramp[4, 0] / 257)) <= 1

@@ -7,7 +7,7 @@ exception. Depends on torch, tqdm and the core's results/validation modules.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -88,6 +88,10 @@ class FeatureExtractor:
         self.grad = grad
         self._modules = {n: modules[n] for n in self.layers}
 
+    def _param_dtype(self) -> torch.dtype | None:
+        p = next((p for p in self.model.parameters() if p.is_floating_point()), None)
+        return p.dtype if p is not None else None
+
     def _param_device(self) -> torch.device | None:
         p = next(self.model.parameters(), None)
         return p.device if p is not None else None
@@ -96,6 +100,9 @@ class FeatureExtractor:
         """Run the model on ``images`` `[B, 3, H, W]` and return the captured layers."""
         # NaN/inf are checked on the (much smaller) pooled features below: they propagate there
         check_tensor("images", images, ndim=4, floating=True, non_empty=True)
+        pdtype = self._param_dtype()
+        if pdtype is not None and images.dtype != pdtype:
+            images = images.to(pdtype)  # e.g. float64 images for a float32 model: converted, as documented
         if images.device.type == "meta":
             raise InputError("images are on the 'meta' device (shapes only, no data): move them to a real device")
         dev = self._param_device()
@@ -149,17 +156,21 @@ class FeatureExtractor:
         progress: bool | None = None,
         desc: str = "features",
         num_workers: int = 0,
+        prepare: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> Iterator[tuple[int, Features]]:
         """Yield ``(start, features)`` for consecutive batches of ``data``.
 
         ``data`` is an image tensor `[N, 3, H, W]`, a Dataset whose items are
-        images or ``(image, ...)`` tuples, or any iterable of such batches.
+        images or ``(image, ...)`` tuples, or any iterable of such batches. ``prepare(images)``
+        checks or converts each batch before the model sees it.
         """
         device = torch.device(device) if device is not None else (self._param_device() or torch.device("cpu"))
         start = 0
         batches, total = _batches(data, batch_size, num_workers)
         for batch in tqdm(batches, total=total, desc=desc, disable=(None if progress is None else not progress), leave=False):
             images = batch[0] if isinstance(batch, (tuple, list)) else batch
+            if prepare is not None:
+                images = prepare(images)
             feats = self(images.to(device))
             yield start, feats
             start += images.shape[0]

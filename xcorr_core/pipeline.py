@@ -29,6 +29,7 @@ from .index import GalleryIndex
 from .knn import majority_vote
 from .results import Explanation, MetricResult, Ranking, Tensor, TensorModel
 from .store import SpatialStore
+from .validation import check_images
 from .components import StrictConfig
 
 __all__ = ["load_model", "PipelineSpec", "ComponentSpec", "FeatureSpec", "IndexSpec", "DecisionSpec", "ExplainSelection",
@@ -353,6 +354,12 @@ class Pipeline:
         """Classifier names this pipeline runs: ``"knn"`` then each re-ranker."""
         return ["knn"] + [n for n, _ in self._built.rerankers]
 
+    def _check_images(self, images: torch.Tensor) -> torch.Tensor:
+        """Every batch: RGB `[B, 3, H, W]` floats; in [0, 1] for the shipped SmallResNets."""
+        from .models import SmallResNet
+
+        return check_images(images, unit_range=isinstance(self.model, SmallResNet))
+
     def _device(self) -> torch.device:
         p = next(self.model.parameters(), None)
         return p.device if p is not None else torch.device("cpu")
@@ -377,7 +384,7 @@ class Pipeline:
         pooled: list[torch.Tensor] = []
         try:
             for start, feats in self.extractor.iter_batches(gallery, batch_size=f.batch_size, device=self._device(), progress=progress,
-                                                            desc="gallery"):
+                                                            desc="gallery", prepare=self._check_images):
                 pooled.append(feats.pooled[f.pooled_layer].detach().cpu())
                 if store_maps:
                     maps = feats.maps[f.spatial_layer]
@@ -455,7 +462,8 @@ class Pipeline:
         spec, f = self.spec, self.spec.features
         rerankers = [(n, r) for n, r in self._built.rerankers if only in (None, n)]
         pooled, maps = [], []
-        for _, feats in self.extractor.iter_batches(data, batch_size=f.batch_size, device=self._device(), progress=progress, desc=name):
+        for _, feats in self.extractor.iter_batches(data, batch_size=f.batch_size, device=self._device(), progress=progress, desc=name,
+                                                    prepare=self._check_images):
             pooled.append(feats.pooled[f.pooled_layer].detach().cpu())
             if rerankers:
                 maps.append(feats.maps[f.spatial_layer].detach())

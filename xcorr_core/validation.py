@@ -11,7 +11,7 @@ import torch
 
 from .errors import InputError
 
-__all__ = ["check_tensor", "check_same_device", "check_finite"]
+__all__ = ["check_tensor", "check_same_device", "check_finite", "check_images"]
 
 
 def check_tensor(
@@ -72,3 +72,32 @@ def check_same_device(**tensors: torch.Tensor) -> torch.device:
         desc = ", ".join(f"{n} on {d}" for n, d in devices.items())
         raise InputError(f"tensors must be on the same device: {desc}")
     return next(iter(devices.values()))
+
+
+def check_images(images: object, *, unit_range: bool = False, name: str = "images") -> torch.Tensor:
+    """A batch of RGB images `[B, 3, H, W]`, floating; anything else gets an error that says how to fix it.
+
+    Channels-last, 1- and 4-channel and uint8 batches are rejected (with the conversion to use);
+    ``unit_range`` also rejects values outside [0, 1] (e.g. 0-255 floats) for models that expect
+    [0, 1] input, such as the shipped SmallResNets.
+    """
+    x = check_tensor(name, images, ndim=4, non_empty=True)
+    if x.dtype == torch.uint8:
+        raise InputError(f"{name} are uint8: convert to float in [0, 1] with {name}.float() / 255")
+    if not x.is_floating_point():
+        raise InputError(f"{name} must be a floating-point tensor, got {x.dtype}")
+    c, w = x.shape[1], x.shape[3]
+    if c not in (1, 3, 4) and w in (1, 3, 4):
+        raise InputError(f"{name} look channels-last {list(x.shape)} ([B, H, W, C]); use {name}.permute(0, 3, 1, 2)")
+    if c == 1:
+        raise InputError(f"{name} have 1 channel; repeat it to RGB with {name}.expand(-1, 3, -1, -1)")
+    if c == 4:
+        raise InputError(f"{name} have 4 channels (RGBA?); drop the alpha channel with {name}[:, :3]")
+    if c != 3:
+        raise InputError(f"{name} must have 3 (RGB) channels, got shape {list(x.shape)}")
+    if unit_range and x.device.type != "meta":
+        lo, hi = float(x.min()), float(x.max())
+        if lo < -1e-3 or hi > 1.0 + 1e-3:
+            hint = " (0-255 values? divide by 255)" if hi > 2.0 else ""
+            raise InputError(f"{name} must lie in [0, 1] for this model, got values in [{lo:.3g}, {hi:.3g}]{hint}")
+    return x

@@ -48,6 +48,14 @@ def open_rgb(path: str | Path) -> Image.Image:
     """Open an image file as RGB; `InputError` naming the file if it cannot be read."""
     try:
         with Image.open(path) as im:
+            if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):  # 16-bit (or 32-bit) grey: scale, do not clip to white
+                import numpy as np
+
+                arr = np.asarray(im, dtype=np.float64)
+                top = 65535.0 if im.mode.startswith("I;16") or arr.max() > 255 else 255.0
+                if im.mode == "I" and arr.max() > 65535:
+                    top = float(arr.max())
+                return Image.fromarray(np.clip(arr / top * 255 + 0.5, 0, 255).astype(np.uint8), "L").convert("RGB")
             return im.convert("RGB")
     except (OSError, ValueError) as exc:
         raise InputError(f"cannot read image {path}: {exc}") from exc
