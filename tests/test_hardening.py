@@ -343,3 +343,14 @@ def test_16_bit_png_is_scaled_not_white(tmp_path: Path) -> None:
     img = np.asarray(open_rgb(tmp_path / "g16.png"))
     assert img.shape == (8, 8, 3) and img.min() == 0 and img.max() == 255
     assert abs(int(img[4, 0, 0]) - round(ramp[4, 0] / 257)) <= 1
+
+
+def test_register_plugin_is_idempotent_for_the_same_object() -> None:
+    mod = types.ModuleType("twice")
+    mod.register_metrics = xc.hookimpl(lambda register: register(FloatMetric))
+    first = xc.register_plugin(mod, name="twice")
+    assert first.error is None
+    assert xc.register_plugin(mod, name="twice") is first
+    assert xc.register_plugin(mod, name="other_name") is first
+    with pytest.raises(ValueError, match="already registered"):
+        xc.register_plugin(types.ModuleType("x"), name="twice")

@@ -59,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="run the embedded default end to end and write a report")
     p.add_argument("--out", default="demo-out", help="output folder (default: demo-out)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    p.add_argument("--quick", action="store_true", help="small data sets (seconds instead of minutes)")
+    p.add_argument("--quick", action="store_true", help="small data sets (for smoke tests): every section still runs, and loading the shipped models and the "
+                   "plugins' sections keeps it at a few minutes on a 2-core CPU; the numbers are not the reported ones")
     p.set_defaults(handler=_cmd_demo)
     for impl in registry.plugin_manager().hook.register_commands.get_hookimpls():
         try:

@@ -212,12 +212,18 @@ def plugin_manager() -> pluggy.PluginManager:
 def register_plugin(plugin: Any, name: str | None = None) -> PluginInfo:
     """Register a module or object in-process (tests, notebooks).
 
-    Returns its `PluginInfo`; if registration failed, ``info.error`` says why.
+    Returns its `PluginInfo`; if registration failed, ``info.error`` says why. Registering an object
+    that is already registered (e.g. a plugin module that is also installed, so its entry point
+    loaded it) returns the existing `PluginInfo`, whatever ``name`` is given, so a test recipe works
+    installed or not. Another object under a taken name is a `ValueError`.
     """
     state = _registry()
     name = name or getattr(plugin, "__name__", None) or type(plugin).__name__
     version = str(getattr(plugin, "__version__", "0"))
     with _lock:
+        existing = state.pm.get_name(plugin) if state.pm.is_registered(plugin) else None
+        if existing is not None and existing in state.plugins:
+            return state.plugins[existing]
         if name in state.plugins:
             raise ValueError(f"a plugin named {name!r} is already registered")
         return _register_plugin_obj(state, plugin, name, version)
