@@ -354,3 +354,29 @@ def test_register_plugin_is_idempotent_for_the_same_object() -> None:
     assert xc.register_plugin(mod, name="other_name") is first
     with pytest.raises(ValueError, match="already registered"):
         xc.register_plugin(types.ModuleType("x"), name="twice")
+
+
+def test_core_has_no_import_circle() -> None:
+    """Module-level and function-level relative imports of the core form no cycle (issue 15, item 12)."""
+    import ast
+
+    root = Path(xc.__file__).parent
+    graph: dict[str, set[str]] = {}
+    for f in root.glob("*.py"):
+        deps: set[str] = set()
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                deps |= {node.module.split(".")[0]} if node.module else {a.name for a in node.names}
+        graph[f.stem] = deps
+
+    def reach(start: str) -> set[str]:
+        seen, todo = set(), [start]
+        while todo:
+            for d in graph.get(todo.pop(), ()):
+                if d in graph and d not in seen:
+                    seen.add(d)
+                    todo.append(d)
+        return seen
+
+    circles = sorted(m for m in graph if m in reach(m) and m != "__init__")
+    assert circles == [], f"modules on an import circle: {circles}"

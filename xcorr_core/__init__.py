@@ -22,9 +22,10 @@ from .features import FeatureExtractor, Features, layer_names
 from .hookspecs import hookimpl, hookspec
 from .index import GalleryIndex, SearchResult
 from .knn import KNNClassifier, KNNPrediction, NeighbourExplanation, majority_vote
-from .pipeline import ComponentSpec, MethodResult, Pipeline, PipelineSpec, RunResult
+from .pipeline import Pipeline
+from .spec import ComponentSpec, PipelineSpec
 from .registry import components, create, get_class, plugins, register_plugin, reload_plugins
-from .results import Explanation, Matches, MetricResult, Ranking, Tensor, TensorModel
+from .results import Explanation, Matches, MethodResult, MetricResult, Ranking, RunResult, Tensor, TensorModel
 from .store import SpatialStore
 
 __all__ = [

@@ -25,7 +25,9 @@ from .data import PART_NAMES, SynthBirds, SynthHerd, apply_homography
 from .fileio import atomic_write
 from .index import GalleryIndex
 from .models import load_pretrained, model_card
-from .pipeline import Pipeline, PipelineSpec, RunResult
+from .pipeline import Pipeline
+from .results import RunResult
+from .spec import PipelineSpec
 from .viz import plot_accuracy, plot_bird_samples, plot_herd_pair, save_figure
 
 __all__ = ["run_demo", "DemoContext", "DemoSection", "demo_spec_path", "html_table"]

@@ -1,23 +1,20 @@
-"""`Pipeline`: a typed spec that chains feature extraction, a gallery index, optional
-re-rankers, a decision rule, explainers and metrics — and the runner that executes it.
+"""`Pipeline`: the runner of a `PipelineSpec` (``xcorr_core.spec``) — feature extraction, a gallery
+index, optional re-rankers, a decision rule, explainers and metrics; its results are the
+`RunResult` / `MethodResult` models of ``xcorr_core.results``.
 
-A spec comes from Python (`PipelineSpec(...)`) or a YAML/JSON file
-(`PipelineSpec.from_file`). `Pipeline(spec)` validates everything up front
-(component names, configs, layer names, what each explainer/metric needs) and
-raises `ConfigError` saying where in the spec the problem is. Depends on the
-core only.
+`Pipeline(spec)` validates everything up front (component names, configs, layer names, what each
+explainer/metric needs) and raises `ConfigError` saying where in the spec the problem is. The spec
+classes and results are re-exported here for compatibility. Depends on the core only.
 """
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, StrictBool, StrictInt, ValidationError
+from pydantic import BaseModel
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -27,177 +24,22 @@ from .errors import ComponentOutputError, ConfigError, InputError, LayerNotFound
 from .features import FeatureExtractor
 from .index import GalleryIndex
 from .knn import majority_vote
-from .results import Explanation, MetricResult, Ranking, Tensor, TensorModel
+from .results import Explanation, MethodResult, MetricResult, Ranking, RunResult
+from .spec import (
+    METRIC_INPUTS,
+    ComponentSpec,
+    DecisionSpec,
+    ExplainSelection,
+    FeatureSpec,
+    IndexSpec,
+    PipelineSpec,
+    _unique_keys,
+)
 from .store import SpatialStore
 from .validation import check_images
-from .components import StrictConfig
 
 __all__ = ["load_model", "PipelineSpec", "ComponentSpec", "FeatureSpec", "IndexSpec", "DecisionSpec", "ExplainSelection",
            "Pipeline", "MethodResult", "RunResult"]
-
-METRIC_INPUTS = frozenset({"predictions", "targets", "confidences", "explanations", "neighbour_ids", "neighbour_labels"})
-
-
-class ComponentSpec(StrictConfig):
-    """A component by registered name, with its config.
-
-    ``as`` names its results (default: ``name``); it is how one component runs twice with two
-    configs (``{name: emd_corr, as: emd_exact, config: {...}}``): two entries with the same key
-    are rejected rather than letting the last one silently win."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
-    name: str
-    config: dict[str, Any] = Field(default_factory=dict)
-    as_: str | None = Field(None, alias="as", min_length=1, description="key of this component's results (default: name)")
-
-    @property
-    def key(self) -> str:
-        """The name its results go under."""
-        return self.as_ or self.name
-
-
-class FeatureSpec(StrictConfig):
-    """Which model and layers produce the features."""
-
-    model: str = Field("birds", description="a shipped model name ('birds', 'herd'), a model a plugin names (register_models), "
-                                            "or a checkpoint path; ignored when a model is passed to Pipeline()")
-    pooled_layer: str = Field("layer4", description="layer whose global-average-pooled vector is searched")
-    spatial_layer: str | None = Field("layer4", description="layer whose spatial maps re-rankers compare (None: no re-ranking)")
-    batch_size: StrictInt = Field(64, ge=1)
-
-
-class IndexSpec(StrictConfig):
-    metric: Literal["cosine", "ip", "l2"] = "cosine"
-    kind: Literal["flat", "hnsw"] = "flat"
-
-
-class DecisionSpec(StrictConfig):
-    """Majority vote over the top k (k = 20 in the EMD/CHM-Corr paper)."""
-
-    rule: Literal["majority"] = "majority"
-    k: StrictInt = Field(20, ge=1)
-    tie_break: Literal["lowest_label", "nearest"] = "lowest_label"
-
-
-class ExplainSelection(StrictConfig):
-    """Which queries get explanations: the first ``correct`` right and ``wrong`` wrong ones per method."""
-
-    correct: StrictInt = Field(1, ge=0)
-    wrong: StrictInt = Field(1, ge=0)
-
-
-class PipelineSpec(StrictConfig):
-    """The whole pipeline. Defaults reproduce the paper's kNN (k = 20) with an N = 50 shortlist."""
-
-    features: FeatureSpec = Field(default_factory=FeatureSpec)
-    index: IndexSpec = Field(default_factory=IndexSpec)
-    shortlist: StrictInt = Field(50, ge=1, description="candidates re-rankers see (N)")
-    rerankers: list[ComponentSpec] = Field(default_factory=list)
-    all_rerankers: StrictBool = Field(False, description="also run every installed re-ranker with its default config "
-                                                    "(except those whose class sets auto = False)")
-    decision: DecisionSpec = Field(default_factory=DecisionSpec)
-    explainers: list[ComponentSpec] = Field(default_factory=lambda: [ComponentSpec(name="nearest_neighbours")])
-    metrics: list[ComponentSpec] = Field(default_factory=lambda: [ComponentSpec(name="top1_accuracy"), ComponentSpec(name="mean_confidence")])
-    explain: ExplainSelection = Field(default_factory=ExplainSelection)
-    seed: StrictInt = 0
-
-    @classmethod
-    def from_file(cls, path: str | Path) -> "PipelineSpec":
-        """Load a spec from ``.yaml``/``.yml`` or ``.json``; errors name the file and field."""
-        path = Path(path)
-        try:
-            raw = path.read_bytes()
-        except OSError as exc:
-            raise ConfigError(f"cannot read pipeline spec {path}: {exc}") from exc
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise ConfigError(f"{path} is not UTF-8 text (byte {exc.start}): save the spec as UTF-8") from exc
-        try:
-            data = json.loads(text, object_pairs_hook=_no_duplicate_pairs) if path.suffix == ".json" else yaml.load(text, Loader=_StrictLoader)
-        except (ValueError, yaml.YAMLError) as exc:
-            raise ConfigError(f"{path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}") from exc
-        if data is None:
-            raise ConfigError(f"{path} is empty: write at least one key (an empty mapping, {{}}, runs the defaults)")
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path} must hold a mapping of spec keys, got {type(data).__name__}")
-        return cls.parse(data, source=str(path))
-
-    @classmethod
-    def parse(cls, data: Any, source: str = "spec") -> "PipelineSpec":
-        """Validate a dict; `ConfigError` names the offending location, e.g. ``rerankers[0].name``."""
-        try:
-            return cls.model_validate(data or {})
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            loc = _loc(err["loc"])
-            raise ConfigError(f"{source}: {loc}: {err['msg']}", field=loc) from exc
-
-
-def _no_duplicate_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in pairs:
-        if k in out:
-            raise ValueError(f"duplicate key {k!r}")
-        out[k] = v
-    return out
-
-
-class _StrictLoader(yaml.SafeLoader):
-    """YAML's safe loader, except that a key given twice in one mapping is an error (not "last wins")."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
-def _loc(parts: tuple[Any, ...] | list[Any]) -> str:
-    out = ""
-    for p in parts:
-        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
-    return out or "(root)"
-
-
-class MethodResult(TensorModel):
-    """Outcome of one classifier (kNN or kNN + a re-ranker) on one data set.
-
-    Attributes:
-        method: ``"knn"`` or the re-ranker's name.
-        predictions, targets: long `[Q]`; confidences `[Q]` (votes / k).
-        neighbour_ids: long `[Q, k]` gallery ids that voted, best first.
-        neighbour_labels: long `[Q, k]` their labels.
-        metrics: metric name -> result.
-        explanations: explanations of the selected queries.
-        seconds: wall time of this method's decisions (excluding feature extraction).
-    """
-
-    method: str
-    predictions: Tensor
-    targets: Tensor
-    confidences: Tensor
-    neighbour_ids: Tensor
-    neighbour_labels: Tensor
-    metrics: dict[str, MetricResult] = Field(default_factory=dict)
-    explanations: list[SerializeAsAny[Explanation]] = Field(default_factory=list)
-    seconds: float = 0.0
-
-
-class RunResult(TensorModel):
-    """All methods on one data set."""
-
-    dataset: str
-    n: int
-    methods: dict[str, MethodResult]
-
-    def summary(self) -> dict[str, dict[str, float]]:
-        """method -> metric name -> value."""
-        return {m: {k: r.value for k, r in res.metrics.items()} for m, res in self.methods.items()}
-
 
 class _Built(BaseModel):
     model_config = {"arbitrary_types_allowed": True}
@@ -242,17 +84,6 @@ def load_model(name: str) -> nn.Module:
         return load_checkpoint(name)
     known = ", ".join(list(SHIPPED) + sorted(named))
     raise ConfigError(f"features.model: {name!r} is neither a shipped or plugin model ({known}) nor a checkpoint file", field="features.model")
-
-
-def _unique_keys(where: str, specs: list[ComponentSpec], reserved: set[str] = frozenset()) -> None:  # type: ignore[assignment]
-    seen: dict[str, int] = {}
-    for i, cs in enumerate(specs):
-        if cs.key in reserved:
-            raise ConfigError(f"{where}[{i}]: {cs.key!r} is reserved; give this entry another `as:` name", field=f"{where}[{i}]")
-        if cs.key in seen:
-            raise ConfigError(f"{where}[{i}]: {cs.key!r} is also {where}[{seen[cs.key]}]; results are keyed by name, so give "
-                              "one of them its own `as:` name", field=f"{where}[{i}]")
-        seen[cs.key] = i
 
 
 def _owner(kind: str, name: str, comp: Any) -> str:

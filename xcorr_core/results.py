@@ -19,12 +19,13 @@ from pydantic import (
     Field,
     PlainSerializer,
     PlainValidator,
+    SerializeAsAny,
     WithJsonSchema,
     model_validator,
 )
 
 
-__all__ = ["Tensor", "TensorModel", "Ranking", "Matches", "Explanation", "MetricResult"]
+__all__ = ["Tensor", "TensorModel", "Ranking", "Matches", "Explanation", "MetricResult", "MethodResult", "RunResult"]
 
 _DTYPES: dict[str, torch.dtype] = {
     str(d).removeprefix("torch."): d
@@ -225,3 +226,39 @@ class MetricResult(TensorModel):
         if self.per_sample is not None and self.per_sample.ndim != 1:
             raise ValueError(f"per_sample must be [n], got {list(self.per_sample.shape)}")
         return self
+
+
+class MethodResult(TensorModel):
+    """Outcome of one classifier (kNN or kNN + a re-ranker) on one data set.
+
+    Attributes:
+        method: ``"knn"`` or the re-ranker's name.
+        predictions, targets: long `[Q]`; confidences `[Q]` (votes / k).
+        neighbour_ids: long `[Q, k]` gallery ids that voted, best first.
+        neighbour_labels: long `[Q, k]` their labels.
+        metrics: metric name -> result.
+        explanations: explanations of the selected queries.
+        seconds: wall time of this method's decisions (excluding feature extraction).
+    """
+
+    method: str
+    predictions: Tensor
+    targets: Tensor
+    confidences: Tensor
+    neighbour_ids: Tensor
+    neighbour_labels: Tensor
+    metrics: dict[str, MetricResult] = Field(default_factory=dict)
+    explanations: list[SerializeAsAny[Explanation]] = Field(default_factory=list)
+    seconds: float = 0.0
+
+
+class RunResult(TensorModel):
+    """All methods on one data set."""
+
+    dataset: str
+    n: int
+    methods: dict[str, MethodResult]
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        """method -> metric name -> value."""
+        return {m: {k: r.value for k, r in res.metrics.items()} for m, res in self.methods.items()}

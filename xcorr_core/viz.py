@@ -1,12 +1,14 @@
 """Figures (matplotlib, Agg backend): explanations, data samples, accuracy charts.
 
 Every function returns a `matplotlib.figure.Figure`; `save_figure` writes PNGs atomically.
+Figures read results by duck typing (a `NeighbourExplanation`, `RunResult`s) and import no other
+core module than `fileio`, so results may import their figures without an import circle.
 """
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import matplotlib
 
@@ -17,10 +19,6 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
 from .fileio import atomic_write  # noqa: E402
-
-if TYPE_CHECKING:
-    from .knn import NeighbourExplanation
-    from .pipeline import RunResult
 
 __all__ = ["plot_neighbour_explanation", "plot_accuracy", "plot_bird_samples", "plot_herd_pair", "save_figure", "PAIR_COLORS", "cell_box"]
 
@@ -46,7 +44,7 @@ def cell_box(ax: Any, idx: int, grid: tuple[int, int], size: tuple[int, int], co
         ax.text(c * cw + 1, r * ch + 1, label, color="white", fontsize=6, va="top", bbox={"facecolor": color, "pad": 0.5, "linewidth": 0})
 
 
-def plot_neighbour_explanation(exp: "NeighbourExplanation", images: Callable[[int], torch.Tensor] | None = None,
+def plot_neighbour_explanation(exp: Any, images: Callable[[int], torch.Tensor] | None = None,
                                query: torch.Tensor | None = None, class_names: Sequence[str] | None = None,
                                target: int | None = None, boxes: bool = True) -> Figure:
     """The paper's nearest-neighbour explanation: the query, then up to 5 support images of the
@@ -99,7 +97,7 @@ def plot_neighbour_explanation(exp: "NeighbourExplanation", images: Callable[[in
     return fig
 
 
-def plot_accuracy(results: Sequence["RunResult"], metric: str = "top1_accuracy") -> Figure:
+def plot_accuracy(results: Sequence[Any], metric: str = "top1_accuracy") -> Figure:
     """Grouped bars: one group per data set, one bar per method, with the metric's CI as error bars."""
     methods = list(dict.fromkeys(m for r in results for m in r.methods))
     fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(results) * max(1, len(methods)) * 0.6, 3.2))
