@@ -3,7 +3,7 @@ matches drawn as lines coloured by rank; bottom row, the per-match pixel maps, e
 its colour, composited on white."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import matplotlib
 
@@ -11,9 +11,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-
-if TYPE_CHECKING:
-    from .explain import PairXExplanation
 
 __all__ = ["plot_pairx", "composite_maps"]
 
@@ -35,7 +32,7 @@ def composite_maps(maps: torch.Tensor, colors: torch.Tensor) -> torch.Tensor:
     return (1 - alpha) * torch.ones(3) + alpha * colors[who]
 
 
-def plot_pairx(exp: "PairXExplanation", image_a: torch.Tensor | None = None, image_b: torch.Tensor | None = None) -> Any:
+def plot_pairx(exp: Any, image_a: torch.Tensor | None = None, image_b: torch.Tensor | None = None) -> Any:
     n = int(exp.matches.shape[0])
     cmap = plt.get_cmap("viridis")
     colors = torch.tensor([cmap(1 - k / max(1, n - 1))[:3] for k in range(n)]) if n else torch.zeros(0, 3)

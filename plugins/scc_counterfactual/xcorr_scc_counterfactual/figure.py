@@ -2,16 +2,13 @@
 and numbered by edit order (same colour on both sides), every other cell dimmed."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 import torch
 from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
 
 from xcorr_core.viz import PAIR_COLORS, cell_box
-
-if TYPE_CHECKING:
-    from .explainer import Counterfactual
 
 __all__ = ["plot_counterfactual", "dim_outside"]
 
@@ -26,7 +23,7 @@ def dim_outside(image: torch.Tensor, cells: Sequence[int], grid: tuple[int, int]
     return image * (mask + (1 - mask) * (1 - strength)) + (1 - mask) * strength
 
 
-def plot_counterfactual(cf: "Counterfactual", query_image: torch.Tensor | None, distractor_images: torch.Tensor | None,
+def plot_counterfactual(cf: Any, query_image: torch.Tensor | None, distractor_images: torch.Tensor | None,
                         class_names: Sequence[str] | None = None, max_distractors: int = 4, title: str | None = None) -> Figure:
     """Query (left) and up to ``max_distractors`` distractors that supplied cells (by first use)."""
     name = (lambda k: class_names[k] if class_names is not None and 0 <= k < len(class_names) else f"class {k}")
