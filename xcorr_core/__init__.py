@@ -14,6 +14,7 @@ from .errors import (
     IndexFileError,
     InputError,
     LayerNotFoundError,
+    ModelForwardError,
     PluginLoadError,
     UnknownComponentError,
     XcorrError,
@@ -39,5 +40,5 @@ __all__ = [
     "Pipeline", "PipelineSpec", "ComponentSpec", "RunResult", "MethodResult",
     "KNNClassifier", "KNNPrediction", "NeighbourExplanation", "majority_vote",
     "XcorrError", "ConfigError", "UnknownComponentError", "InputError", "IndexFileError", "LayerNotFoundError", "PluginLoadError",
-    "ComponentOutputError",
+    "ComponentOutputError", "ModelForwardError",
 ]

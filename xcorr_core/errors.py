@@ -14,6 +14,7 @@ __all__ = [
     "LayerNotFoundError",
     "PluginLoadError",
     "ComponentOutputError",
+    "ModelForwardError",
 ]
 
 
@@ -62,3 +63,9 @@ class PluginLoadError(XcorrError, ImportError):
 class ComponentOutputError(XcorrError, TypeError):
     """A plugin's component returned something that breaks its contract (e.g. a re-ranker's ``order``
     that is not a permutation of its candidates); the message names the component and its plugin."""
+
+
+class ModelForwardError(InputError, RuntimeError):
+    """The model raised a `RuntimeError` on the given inputs (usually a shape or dtype they cannot
+    take); the message gives the inputs' shape and dtype and the model's own message. Also a
+    `RuntimeError`, so handlers written for torch's errors keep working."""

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .errors import InputError, LayerNotFoundError
+from .errors import ModelForwardError, InputError, LayerNotFoundError
 from .results import Tensor, TensorModel
 from .validation import check_tensor
 
@@ -130,6 +130,8 @@ class FeatureExtractor:
                     output = self.model(images)
                 except _Stop:
                     pass
+                except RuntimeError as exc:
+                    raise ModelForwardError(f"{type(self.model).__name__} failed on images {list(images.shape)} {images.dtype}: {exc}") from exc
         finally:
             for h in handles:
                 h.remove()

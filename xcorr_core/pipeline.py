@@ -48,6 +48,16 @@ class _Built(BaseModel):
     metrics: list[tuple[str, Any]]
 
 
+def _length(data: Any, name: str) -> int:
+    """``len(data)`` of a Dataset or an image tensor `[N, 3, H, W]`; `InputError` for anything else."""
+    if isinstance(data, torch.Tensor) and data.ndim != 4:
+        raise InputError(f"{name}: an image tensor must be [N, 3, H, W], got shape {list(data.shape)}")
+    try:
+        return len(data)
+    except TypeError as exc:
+        raise InputError(f"{name} must be a Dataset with a length (or an image tensor), got {type(data).__name__}") from exc
+
+
 def _labels_of(data: Any, given: torch.Tensor | None, what: str) -> torch.Tensor:
     """Long `[len(data)]` labels: ``given``, else ``data.labels``, else the second item of each sample."""
     if given is None:
@@ -198,7 +208,7 @@ class Pipeline:
     # -- gallery ----------------------------------------------------------------------
     def fit(self, gallery: Any, *, labels: torch.Tensor | None = None, progress: bool | None = None) -> "Pipeline":
         """Index ``gallery`` (a Dataset of ``(image, label)``); store its spatial maps if re-rankers need them."""
-        if len(gallery) == 0:
+        if _length(gallery, "gallery") == 0:
             raise InputError("the gallery is empty")
         labels = _labels_of(gallery, labels, "labels")
         need = max(self.spec.decision.k, self.spec.shortlist if self._built.rerankers else 0)
@@ -253,9 +263,12 @@ class Pipeline:
         (``"knn"`` or a re-ranker of this pipeline) — what an Explainer reads."""
         if method not in self.methods:
             raise InputError(f"unknown method {method!r}; this pipeline runs {', '.join(self.methods)}")
-        bad = [i for i in indices if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < len(data)]
+        n = _length(data, "data")
+        bad = [i for i in indices if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < n]
         if bad:
-            raise InputError(f"indices {bad[:5]} are not positions of the data set (0 .. {len(data) - 1})")
+            raise InputError(f"indices {bad[:5]} are not positions of the data set (0 .. {n - 1})")
+        if not indices:
+            return []
         tg = self._targets(data, targets, "data")[indices]
         sub = torch.utils.data.Subset(data, list(indices))
         dec = self._decide(sub, "cases", False, only=method)[method]
@@ -278,7 +291,7 @@ class Pipeline:
     def _targets(self, data: Any, targets: torch.Tensor | None, name: str) -> torch.Tensor:
         if self.index is None:
             raise InputError("call fit(gallery) before run()")
-        if len(data) == 0:
+        if _length(data, name) == 0:
             raise InputError(f"data set {name!r} is empty")
         return _labels_of(data, targets, "targets")
 
