@@ -380,3 +380,11 @@ def test_core_has_no_import_circle() -> None:
 
     circles = sorted(m for m in graph if m in reach(m) and m != "__init__")
     assert circles == [], f"modules on an import circle: {circles}"
+
+
+def test_iter_batches_prepare_is_applied(tiny_model) -> None:
+    """The getting-started store snippet normalises as the index did, through ``prepare``."""
+    x = torch.rand(5, 3, 32, 32)
+    fx = xc.FeatureExtractor(tiny_model, ["layer4"])
+    got = torch.cat([f.maps["layer4"] for _, f in fx.iter_batches(x, batch_size=2, prepare=lambda b: b * 0.5)])
+    torch.testing.assert_close(got, fx(x * 0.5).maps["layer4"])
