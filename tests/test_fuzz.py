@@ -146,3 +146,54 @@ def test_cli_main(argv) -> None:
         assert exc.code in (0, 2)
     except xc.XcorrError:
         pass
+
+
+@pytest.fixture
+def all_plugins(monkeypatch: pytest.MonkeyPatch):
+    """Every installed plugin (the core's tests otherwise load none)."""
+    monkeypatch.delenv("XCORR_PLUGINS", raising=False)
+    xc.reload_plugins()
+    yield
+    xc.reload_plugins()
+
+
+_EXPLAINERS: dict = {}
+special_values = st.sampled_from([None, math.nan, math.inf, 0.0, 1e30, -1.0])
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(shape=st.sampled_from([((256, 7, 7), (5, 256, 7, 7)), ((256, 7, 7), (0, 256, 7, 7)), ((256, 7, 7), (5, 128, 7, 7)),
+                              ((256, 7, 7), (5, 256, 14, 14)), ((256,), (5, 256)), ((256, 7, 7), (5, 256, 7, 7, 1))]),
+       special=special_values, seed=st.integers(0, 1000))
+def test_every_installed_reranker(all_plugins, shape, special, seed) -> None:
+    g = torch.Generator().manual_seed(seed)
+    q, c = torch.rand(shape[0], generator=g), torch.rand(shape[1], generator=g)
+    if special is not None:
+        q.view(-1)[0] = special
+        c.view(-1)[:3] = special
+    for info in xc.components("reranker"):
+        FUZZ_COUNTS[f"reranker {info.name}"] += 1
+        out = typed_or_ok(xc.create("reranker", info.name).rerank, q, c)
+        assert out is None or isinstance(out, xc.Ranking)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(image=st.sampled_from([None, (3, 112, 112), (1, 112, 112), (3, 8, 8)]), special=special_values,
+       prediction=st.one_of(st.none(), st.integers(-2, 30)), k=st.integers(0, 6), grid=st.sampled_from([None, (7, 7), (2, 3)]))
+def test_every_installed_explainer(all_plugins, image, special, prediction, k, grid) -> None:
+    img = None if image is None else torch.rand(image)
+    if img is not None and special is not None:
+        img.view(-1)[:5] = special
+    case = xc.Case(query_id=0, image=img, prediction=prediction, target=prediction, neighbour_ids=torch.arange(k),
+                   neighbour_labels=torch.arange(k) % 3, neighbour_scores=torch.rand(k), method="knn", grid=grid)
+    for info in xc.components("explainer"):
+        for cfg in ({}, {"model": "birds"}):
+            key = (info.name, tuple(cfg))
+            if key not in _EXPLAINERS:  # built once: some load a model
+                _EXPLAINERS[key] = typed_or_ok(xc.create, "explainer", info.name, **cfg)
+            ex = _EXPLAINERS[key]
+            if ex is None:
+                continue
+            FUZZ_COUNTS[f"explainer {info.name}"] += 1
+            out = typed_or_ok(ex.explain, case)
+            assert out is None or isinstance(out, xc.Explanation)
