@@ -12,6 +12,9 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 
@@ -162,6 +165,20 @@ def _open_text(path: Path) -> io.TextIOBase:
     return open(path, encoding="utf-8", newline="")
 
 
+@contextmanager
+def _readable(path: Path) -> Iterator[None]:
+    """Turn what a broken file raises while being read (bad UTF-8, a corrupt gzip stream, a CSV
+    syntax error) into `InputError` naming the file."""
+    try:
+        yield
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path} is not UTF-8 text (byte {exc.start}): save the CSV as UTF-8") from exc
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        raise InputError(f"{path} is not a readable gzip file: {exc}") from exc
+    except csv.Error as exc:
+        raise InputError(f"{path} is not a readable CSV file: {exc}") from exc
+
+
 def _reader(path: Path, needed: dict[str, str]) -> tuple[csv.DictReader, io.TextIOBase]:
     f = _open_text(path)
     reader = csv.DictReader(f)
@@ -183,16 +200,17 @@ def load_trials(path: str | Path, columns: ColumnMap | None = None) -> TrialTabl
     path = Path(path)
     cols = columns or ColumnMap()
     mapping = cols.model_dump()
-    reader, f = _reader(path, mapping)
-    rows = []
-    with f:
-        for line, rec in enumerate(reader, start=2):
-            try:
-                rows.append(TrialRow(**{field: rec[col] for field, col in mapping.items()}))
-            except ValidationError as exc:
-                err = exc.errors()[0]
-                field = str(err["loc"][0])
-                raise InputError(f"{path}:{line}: column {mapping[field]!r} ({field}): {err['msg']}; value {rec[mapping[field]]!r}") from exc
+    with _readable(path):
+        reader, f = _reader(path, mapping)
+        rows = []
+        with f:
+            for line, rec in enumerate(reader, start=2):
+                try:
+                    rows.append(TrialRow(**{field: rec[col] for field, col in mapping.items()}))
+                except ValidationError as exc:
+                    err = exc.errors()[0]
+                    field = str(err["loc"][0])
+                    raise InputError(f"{path}:{line}: column {mapping[field]!r} ({field}): {err['msg']}; value {rec[mapping[field]]!r}") from exc
     return TrialTable(rows, str(path))
 
 
@@ -203,8 +221,7 @@ def load_ai_predictions(path: str | Path, methods: list[str] | None = None, *, c
     ``methods`` defaults to every prefix that has both columns.
     """
     path = Path(path)
-    f = _open_text(path)
-    with f:
+    with _readable(path), _open_text(path) as f:
         reader = csv.DictReader(f)
         header = reader.fieldnames or []
         found = [h[: -len(correct_suffix)] for h in header if h.endswith(correct_suffix) and h[: -len(correct_suffix)] + confidence_suffix in header]
