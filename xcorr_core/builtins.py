@@ -57,6 +57,25 @@ def wilson_interval(successes: int, n: int, level: float = 0.95) -> tuple[float,
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
+#: two-sided 97.5 % quantiles of Student's t for 1..9 degrees of freedom
+_T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262]
+
+
+def mean_t_interval(values: list[float]) -> tuple[float, float]:
+    """``(mean, half-width)`` of a 95 % Student-t interval over a few values (e.g. seeds); NaNs are
+    dropped; one value gives a NaN half-width, none gives ``(nan, nan)``. Beyond 10 values the 9-dof
+    quantile is used (slightly conservative)."""
+    xs = [x for x in values if not math.isnan(x)]
+    n = len(xs)
+    if n == 0:
+        return math.nan, math.nan
+    m = sum(xs) / n
+    if n < 2:
+        return m, math.nan
+    sd = math.sqrt(sum((x - m) ** 2 for x in xs) / (n - 1))
+    return m, _T975[min(n - 2, len(_T975) - 1)] * sd / math.sqrt(n)
+
+
 def mcnemar_exact(b: int, c: int) -> float:
     """Two-sided exact McNemar p-value from the discordant counts b and c (paired comparisons
     of two classifiers on the same queries)."""

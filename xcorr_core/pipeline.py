@@ -343,18 +343,19 @@ class Pipeline:
         dev = qmaps.device
         many = getattr(rr, "rerank_many", None)
         step = self.spec.features.batch_size if callable(many) else 1
+        who = _owner("reranker", rname, rr)  # for error messages; looked up once, not per query
         for s0 in tqdm(range(0, nq, step), desc=rname, disable=(None if progress is None else not progress), leave=False):
             idx = list(range(s0, min(nq, s0 + step)))
             cands = self.store.get(res.positions[idx].flatten(), device=dev).unflatten(0, (len(idx), -1))
             if callable(many):
                 out = many(qmaps[idx].float(), cands)
                 if not isinstance(out, (list, tuple)) or len(out) != len(idx):
-                    raise ComponentOutputError(f"{_owner('reranker', rname, rr)}: rerank_many returned "
+                    raise ComponentOutputError(f"{who}: rerank_many returned "
                                                f"{len(out) if isinstance(out, (list, tuple)) else type(out).__name__} rankings for {len(idx)} queries")
             else:
                 out = [rr.rerank(qmaps[i].float(), cands[j]) for j, i in enumerate(idx)]
             for i, ranking in zip(idx, out):
-                ranking = _check_ranking(ranking, cands.shape[1], _owner("reranker", rname, rr))
+                ranking = _check_ranking(ranking, cands.shape[1], who)
                 top = ranking.order[:k].cpu()
                 order_ids[i], order_labels[i] = res.ids[i][top], res.labels[i][top]
                 order_scores[i] = ranking.scores.cpu()[top]

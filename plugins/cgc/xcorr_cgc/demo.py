@@ -57,7 +57,8 @@ def cgc_section(ctx: Any) -> DemoSection:
     views = make_views(x, ViewsConfig(size=x.shape[-1], resize_ratio=1.0), torch.Generator().manual_seed(123))
     show = torch.arange(0, len(test), max(1, len(test) // 6))[:6]
     for name, model in models.items():
-        ch = content_heatmap(cam.explain_images(model, x, test.labels).maps, test.boxes)
+        true_maps = cam.explain_images(model, x, test.labels).maps  # [N, H, W] for the true class
+        ch = content_heatmap(true_maps, test.boxes)
         with torch.no_grad():
             t = model(views.orig).argmax(1)
         cons = consistency(cam.explain_images(model, views.aug, t).maps, cam.explain_images(model, views.orig, t).maps, views.boxes,
@@ -70,7 +71,7 @@ def cgc_section(ctx: Any) -> DemoSection:
         finite = ch[torch.isfinite(ch)]
         live.append([name, f"{100 * acc:.1f}", f"{float(finite.mean()):.1f}", f"{float(cons.nanmean()):.3f}", f"{float(auc.mean()):.3f}"])
         report[name] = {"top1_clean": acc, "ch": float(finite.mean()), "consistency": float(cons.nanmean()), "insertion_auc_48": float(auc.mean())}
-        maps_shown[name] = (cam.explain_images(model, x[show], test.labels[show]).maps, ch[show])
+        maps_shown[name] = (true_maps[show], ch[show])
         _log(f"CGC demo, {name}: top-1 {acc:.1%}, Content Heatmap {float(finite.mean()):.1f} %, consistency {float(cons.nanmean()):.3f}")
     fig = plot_heatmaps(x[show], {k: v[0] for k, v in maps_shown.items()}, targets=test.labels[show], class_names=list(test.class_names),
                         boxes=test.boxes[show], notes={k: [f"CH {float(c):.0f} %" if not math.isnan(float(c)) else "CH -" for c in v[1]]

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
 
+from xcorr_core.builtins import mean_t_interval
 from xcorr_core.data import SynthBirds
 
 from .attribution import consistency, content_heatmap, eval_mode, insertion_deletion
@@ -36,8 +37,6 @@ MODE_NAMES = {"shipped": "shipped classifier (no fine-tuning)", "ce": "CE only (
 METRIC_NAMES = {"top1_clean": "top-1 clean %", "top1_sticker": "top-1 sticker %", "top1_style": "top-1 style %",
                 "ch": "Content Heatmap %", "insertion": "insertion AUC", "deletion": "deletion AUC",
                 "consistency": "consistency (cosine)"}
-#: two-sided 97.5 % quantiles of Student's t for 1..9 degrees of freedom
-_T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262]
 
 
 class FinetuneConfig(BaseModel):
@@ -144,18 +143,6 @@ def evaluate(model: torch.nn.Module, *, layer: str = "layer4", data: dict[str, S
     return out
 
 
-def _mean_ci(xs: list[float]) -> tuple[float, float]:
-    xs = [x for x in xs if not math.isnan(x)]
-    n = len(xs)
-    if n == 0:
-        return math.nan, math.nan
-    m = sum(xs) / n
-    if n < 2:
-        return m, math.nan
-    sd = math.sqrt(sum((x - m) ** 2 for x in xs) / (n - 1))
-    return m, _T975[min(n - 2, len(_T975) - 1)] * sd / math.sqrt(n)
-
-
 def _per_run(values: list[float], key: str) -> float:
     vals = [v for v in values if not math.isnan(v)]
     m = sum(vals) / max(len(vals), 1)
@@ -172,7 +159,7 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             continue
         out[mode] = {"seeds": len(rows)}
         for key in METRIC_NAMES:
-            out[mode][key] = _mean_ci([_per_run(r["metrics"][key], key) for r in rows])
+            out[mode][key] = mean_t_interval([_per_run(r["metrics"][key], key) for r in rows])
     return out
 
 

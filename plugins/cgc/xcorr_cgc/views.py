@@ -107,6 +107,13 @@ def orig_view(image: torch.Tensor, size: int, resize_ratio: float = 256 / 224) -
     return TF.center_crop(x, [size, size])
 
 
+def _train_view(image: torch.Tensor, c: ViewsConfig, gen: torch.Generator) -> torch.Tensor:
+    """RandomResizedCrop(S) + flip of one image `[3, H, W]` (crop drawn first, then the flip)."""
+    i, j, h, w = crop_params(image.shape[1], image.shape[2], c.scale, c.ratio, gen)
+    out = TF.resized_crop(image, i, j, h, w, [c.size, c.size], antialias=True)
+    return out.flip(-1) if float(torch.rand(1, generator=gen)) < c.flip_p else out
+
+
 class CGCBatch(BaseModel):
     """Views of a batch: ``train``, ``orig``, ``aug`` `[B, 3, S, S]`, ``boxes`` `[B, 4]` (i, j, h, w in
     orig-view pixels) and ``flips`` `[B]` bool (the aug view's parameters)."""
@@ -150,10 +157,7 @@ class CGCViews:
     def __call__(self, image: Any) -> dict[str, torch.Tensor]:
         c = self.config
         x = self._tensor(image)
-        i, j, h, w = crop_params(x.shape[1], x.shape[2], c.scale, c.ratio, self.gen)
-        train = TF.resized_crop(x, i, j, h, w, [c.size, c.size], antialias=True)
-        if float(torch.rand(1, generator=self.gen)) < c.flip_p:
-            train = train.flip(-1)
+        train = _train_view(x, c, self.gen)
         orig = orig_view(x, c.size, c.resize_ratio)
         box = torch.tensor(crop_params(c.size, c.size, c.scale, c.ratio, self.gen), dtype=torch.float32)
         flip = torch.tensor(float(torch.rand(1, generator=self.gen)) < c.flip_p)
@@ -176,11 +180,7 @@ def make_views(images: torch.Tensor, config: ViewsConfig, gen: torch.Generator) 
     check_tensor("images", images, ndim=4, floating=True, non_empty=True)
     c = config
     b, _, H, W = images.shape
-    train = []
-    for x in images:
-        i, j, h, w = crop_params(H, W, c.scale, c.ratio, gen)
-        t = TF.resized_crop(x, i, j, h, w, [c.size, c.size], antialias=True)
-        train.append(t.flip(-1) if float(torch.rand(1, generator=gen)) < c.flip_p else t)
+    train = [_train_view(x, c, gen) for x in images]
     orig = torch.stack([orig_view(x, c.size, c.resize_ratio) for x in images]) if (H, W) != (c.size, c.size) or c.resize_ratio != 1.0 else images
     boxes = torch.tensor([crop_params(c.size, c.size, c.scale, c.ratio, gen) for _ in range(b)], dtype=torch.float32)
     flips = torch.rand(b, generator=gen) < c.flip_p
