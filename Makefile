@@ -14,7 +14,7 @@ venv: $(STAMP)
 
 $(STAMP): pyproject.toml constraints-dev.txt requirements-dev.txt $(wildcard plugins/*/pyproject.toml)
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install --disable-pip-version-check -q -c constraints-dev.txt -r requirements-dev.txt -e . $(foreach p,$(PLUGIN_DIRS),-e $(p))
+	$(PIP) install --disable-pip-version-check -q -c constraints-dev.txt -r requirements-dev.txt -e '.[ray]' $(foreach p,$(PLUGIN_DIRS),-e $(p))
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -1,5 +1,6 @@
 """The ``xcorr`` command: ``--version``, ``plugins [--json]``, ``demo [--out DIR]``,
-``components``, and sub-commands that plugins add through ``register_commands``.
+``components``, ``run SPEC --out DIR`` (a job), ``index build`` / ``index eval`` (a gallery on
+disk), and sub-commands that plugins add through ``register_commands``.
 """
 from __future__ import annotations
 
@@ -45,6 +46,69 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _job_spec(args: argparse.Namespace) -> "object":
+    from .jobs import JobSpec
+    from .sources import DataSource
+
+    job = JobSpec.from_file(args.spec)
+    updates: dict[str, object] = {}
+    if getattr(args, "data", None):
+        updates["data"] = DataSource.parse(args.data, "--data")
+    if getattr(args, "gallery", None):
+        updates["gallery"] = DataSource.parse(args.gallery, "--gallery")
+    return job.model_copy(update=updates) if updates else job
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .jobs import run_job
+
+    rep = run_job(_job_spec(args), args.out, executor=args.executor, address=args.address, workers=args.workers, batch_size=args.batch_size,
+                  resume=args.resume, gallery_dir=args.gallery_dir, progress=False if args.no_progress else None)
+    print(f"{rep.done} of {rep.total} queries in {rep.out}/parts ({rep.errors} in errors/); this run: {rep.ran} queries, "
+          f"{rep.seconds:.1f} s, {rep.queries_per_s:.2f} queries/s on {rep.executor} x{rep.workers}")
+    for m, row in rep.summary.items():
+        if isinstance(row, dict):
+            print(f"  {m:<16} " + "  ".join(f"{k}={v:.4f}" for k, v in row.items() if isinstance(v, float)))
+    return 0 if rep.errors == 0 else 3
+
+
+def _cmd_index_build(args: argparse.Namespace) -> int:
+    from .jobs import build_gallery
+    from .jobs.executors import make_executor
+
+    job = _job_spec(args)
+    with make_executor(args.executor, address=args.address, workers=args.workers, num_gpus=job.num_gpus) as ex:  # type: ignore[attr-defined]
+        info = build_gallery(job, args.out, ex, progress=False if args.no_progress else None, reuse=not args.force)  # type: ignore[arg-type]
+    b = info["bytes"]
+    print(f"gallery {info['source']}: {info['n']} items, {info['num_classes']} classes, index {info['index']['kind']} "
+          f"({b['index'] / 1e6:.1f} MB), vectors {b['vectors'] / 1e6:.1f} MB, store {b['store'] / 1e6:.1f} MB -> {args.out}")
+    return 0
+
+
+def _cmd_index_eval(args: argparse.Namespace) -> int:
+    from .jobs import eval_index
+
+    def ints(text: str | None) -> list[int] | None:
+        return [int(x) for x in text.split(",")] if text else None
+
+    rows = eval_index(args.gallery_dir, k=args.k, queries=args.queries, nprobe=ints(args.nprobe), ef_search=ints(args.ef_search))
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    for r in rows:
+        setting = ", ".join(f"{k}={r[k]}" for k in ("nprobe", "ef_search") if k in r)
+        print(f"{r['kind']:<9} {setting:<14} recall@{r['k']} = {r['recall']:.4f}   {r['ms_per_query']:.3f} ms/query "
+              f"(exact {r['exact_ms_per_query']:.3f} ms, {r['exact_ms_per_query'] / max(r['ms_per_query'], 1e-9):.1f}x)")
+    return 0
+
+
+def _executor_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--executor", choices=["local", "ray"], default="local", help="local (default, no Ray) or ray")
+    p.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
+    p.add_argument("--workers", type=int, default=2, help="Ray actors (default 2)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="xcorr", description="Explainability for image models that decide by comparing images.")
     parser.add_argument("--version", action="version", version=f"xcorr-core {__version__}")
@@ -62,6 +126,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="small data sets (for smoke tests): every section still runs, and loading the shipped models and the "
                    "plugins' sections keeps it at a few minutes on a 2-core CPU; the numbers are not the reported ones")
     p.set_defaults(handler=_cmd_demo)
+    p = sub.add_parser("run", help="run a job (pipeline over a whole data set) into a Parquet table")
+    p.add_argument("spec", help="job file (or a pipeline spec file, with --data and --gallery)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--data", help="query data source, e.g. synthbirds:test, imagefolder:/path, cub:/path:test (overrides the job's)")
+    p.add_argument("--gallery", help="gallery data source (overrides the job's)")
+    p.add_argument("--gallery-dir", help="a gallery built by `xcorr index build` (default: OUT/gallery, built by the job)")
+    p.add_argument("--batch-size", type=int, default=None, help="queries per batch (default: the job's)")
+    p.add_argument("--resume", action="store_true", help="continue OUT: skip queries already finished")
+    _executor_args(p)
+    p.set_defaults(handler=_cmd_run)
+    p = sub.add_parser("index", help="build a gallery on disk or measure its index")
+    isub = p.add_subparsers(dest="index_command", metavar="ACTION", required=True)
+    b = isub.add_parser("build", help="extract gallery features (as a job), write the sharded store and the index the spec names")
+    b.add_argument("spec", help="job file (its pipeline and gallery) or pipeline spec with --gallery")
+    b.add_argument("--out", required=True, help="gallery folder")
+    b.add_argument("--gallery", help="gallery data source (overrides the job's)")
+    b.add_argument("--force", action="store_true", help="rebuild even if OUT holds this gallery")
+    _executor_args(b)
+    b.set_defaults(handler=_cmd_index_build)
+    e = isub.add_parser("eval", help="recall@k of a gallery's index against exact search")
+    e.add_argument("gallery_dir")
+    e.add_argument("-k", type=int, default=50)
+    e.add_argument("--queries", type=int, default=1000, help="gallery vectors used as queries")
+    e.add_argument("--nprobe", help="IVF settings to try, e.g. 8,16,32")
+    e.add_argument("--ef-search", help="HNSW settings to try, e.g. 32,64,128")
+    e.add_argument("--json", action="store_true")
+    e.set_defaults(handler=_cmd_index_eval)
     for impl in registry.plugin_manager().hook.register_commands.get_hookimpls():
         try:
             impl.function(subparsers=sub)

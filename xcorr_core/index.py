@@ -1,8 +1,10 @@
 """`GalleryIndex`: nearest-neighbour search over pooled gallery vectors, on faiss.
 
 Cosine similarity (inner product of L2-normalised vectors) by default; exact
-(``flat``) or approximate (``hnsw``) search. Ids and labels travel with the
-vectors. Saved as one file written atomically, with a checksum, and loaded with
+(``flat``) or approximate search: ``hnsw`` (graph), ``ivf_flat`` (inverted lists of full
+vectors) and ``ivf_pq`` (inverted lists of product-quantised codes, ``pq_m`` bytes a vector).
+The IVF kinds are trained (k-means) on a sample first: `GalleryIndex.build` does both. Ids and
+labels travel with the vectors. Saved as one file written atomically, with a checksum, and loaded with
 ``torch.load(weights_only=True)``. Depends on faiss, numpy, torch and the core's
 errors/results/validation/fileio modules.
 """
@@ -28,7 +30,15 @@ _FORMAT = "xcorr.GalleryIndex"
 _VERSION = 1
 
 Metric = Literal["cosine", "ip", "l2"]
-Kind = Literal["flat", "hnsw"]
+Kind = Literal["flat", "hnsw", "ivf_flat", "ivf_pq"]
+KINDS = ("flat", "hnsw", "ivf_flat", "ivf_pq")
+
+
+def _rows_f32(vectors: torch.Tensor | np.ndarray, rows: slice | np.ndarray) -> torch.Tensor:
+    """float32 rows of a tensor or a (memory-mapped) array, copied."""
+    if isinstance(vectors, torch.Tensor):
+        return vectors[torch.as_tensor(rows) if isinstance(rows, np.ndarray) else rows].float()
+    return torch.from_numpy(np.array(vectors[rows], dtype=np.float32))
 
 
 class SearchResult(TensorModel):
@@ -54,20 +64,29 @@ class GalleryIndex:
     Args:
         dim: vector dimension D.
         metric: ``"cosine"`` (default), ``"ip"`` (raw inner product) or ``"l2"``.
-        kind: ``"flat"`` (exact) or ``"hnsw"`` (approximate, for large galleries).
+        kind: ``"flat"`` (exact), ``"hnsw"``, ``"ivf_flat"`` or ``"ivf_pq"`` (approximate, for large galleries).
         hnsw_m: HNSW graph degree.
         ef_search: HNSW search breadth (recall vs speed).
+        nlist: IVF inverted lists (k-means centroids).
+        nprobe: IVF lists visited per query (recall vs speed).
+        pq_m: IVF-PQ sub-quantisers = bytes per vector (8-bit codes); must divide ``dim``.
     """
 
-    def __init__(self, dim: int, metric: Metric = "cosine", kind: Kind = "flat", *, hnsw_m: int = 32, ef_search: int = 128) -> None:
+    def __init__(self, dim: int, metric: Metric = "cosine", kind: Kind = "flat", *, hnsw_m: int = 32, ef_search: int = 128,
+                 nlist: int = 1024, nprobe: int = 32, pq_m: int = 64) -> None:
         if dim < 1:
             raise InputError(f"dim must be >= 1, got {dim}")
         if metric not in ("cosine", "ip", "l2"):
             raise InputError(f"metric must be 'cosine', 'ip' or 'l2', got {metric!r}")
-        if kind not in ("flat", "hnsw"):
-            raise InputError(f"kind must be 'flat' or 'hnsw', got {kind!r}")
+        if kind not in KINDS:
+            raise InputError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+        if min(hnsw_m, ef_search, nlist, nprobe, pq_m) < 1:
+            raise InputError("hnsw_m, ef_search, nlist, nprobe and pq_m must be >= 1")
+        if kind == "ivf_pq" and dim % pq_m:
+            raise InputError(f"pq_m={pq_m} must divide the dimension {dim} (e.g. {', '.join(str(m) for m in (8, 16, 32, 64, 128) if dim % m == 0)})")
         self.dim, self.metric, self.kind = dim, metric, kind
         self.hnsw_m, self.ef_search = hnsw_m, ef_search
+        self.nlist, self.nprobe, self.pq_m = nlist, nprobe, pq_m
         self._index = self._new_faiss()
         self.ids = torch.empty(0, dtype=torch.int64)
         self.labels = torch.empty(0, dtype=torch.int64)
@@ -76,9 +95,63 @@ class GalleryIndex:
         fmetric = faiss.METRIC_L2 if self.metric == "l2" else faiss.METRIC_INNER_PRODUCT
         if self.kind == "flat":
             return faiss.IndexFlat(self.dim, fmetric)
-        idx = faiss.IndexHNSWFlat(self.dim, self.hnsw_m, fmetric)
-        idx.hnsw.efSearch = self.ef_search
-        return idx
+        if self.kind == "hnsw":
+            idx = faiss.IndexHNSWFlat(self.dim, self.hnsw_m, fmetric)
+            idx.hnsw.efSearch = self.ef_search
+            return idx
+        quantizer = faiss.IndexFlat(self.dim, fmetric)
+        if self.kind == "ivf_flat":
+            ivf = faiss.IndexIVFFlat(quantizer, self.dim, self.nlist, fmetric)
+        else:
+            ivf = faiss.IndexIVFPQ(quantizer, self.dim, self.nlist, self.pq_m, 8, fmetric)
+        ivf.nprobe = self.nprobe
+        return ivf
+
+    @property
+    def is_trained(self) -> bool:
+        """False for an IVF index before `train`."""
+        return bool(self._index.is_trained)
+
+    def train(self, sample: torch.Tensor, *, seed: int = 0) -> None:
+        """Train an IVF index's k-means (and PQ codebooks) on ``sample`` `[n, D]` (no-op for flat / HNSW).
+
+        ``nlist`` is lowered to n // 39 when the sample is too small for it (faiss wants >= 39 points per list)."""
+        if self.kind not in ("ivf_flat", "ivf_pq") or self.is_trained:
+            return
+        arr = self._prepare("sample", sample)
+        need = 256 if self.kind == "ivf_pq" else 1
+        if arr.shape[0] < max(need, 39):
+            raise InputError(f"an {self.kind} index needs a training sample of >= {max(need, 39)} vectors, got {arr.shape[0]}")
+        nlist = max(1, min(self.nlist, arr.shape[0] // 39))
+        if nlist != self.nlist:
+            self.nlist = nlist
+            self._index = self._new_faiss()
+        self._index.cp.seed = seed
+        if self.kind == "ivf_pq":
+            self._index.pq.cp.seed = seed
+        self._index.train(arr)
+
+    @classmethod
+    def build(cls, vectors: torch.Tensor, labels: torch.Tensor | None = None, ids: torch.Tensor | None = None, *,
+              metric: Metric = "cosine", kind: Kind = "flat", train_size: int = 100_000, seed: int = 0, chunk: int = 65536,
+              **params: int) -> "GalleryIndex":
+        """An index of ``vectors`` `[N, D]` (a tensor or a memory-mapped array): IVF kinds are trained on
+        ``train_size`` rows drawn with ``seed``, then everything is added in chunks of ``chunk`` rows."""
+        index = cls(int(vectors.shape[1]), metric, kind, **params)
+        n = int(vectors.shape[0])
+        if not index.is_trained:
+            g = torch.Generator().manual_seed(seed)
+            rows = torch.randperm(n, generator=g)[: min(n, train_size)].sort().values
+            index.train(_rows_f32(vectors, rows.numpy()), seed=seed)
+        for s0 in range(0, n, chunk):
+            sl = slice(s0, min(n, s0 + chunk))
+            index.add(_rows_f32(vectors, sl),
+                      None if labels is None else labels[sl], None if ids is None else ids[sl])
+        return index
+
+    def nbytes(self) -> int:
+        """Bytes of the serialised faiss index (vectors, codes, graph, centroids; ids/labels not included)."""
+        return int(faiss.serialize_index(self._index).size)
 
     def __len__(self) -> int:
         return int(self._index.ntotal)
@@ -114,6 +187,8 @@ class GalleryIndex:
         ids, labels = ids.to("cpu", torch.int64), labels.to("cpu", torch.int64)
         if ids.unique().numel() != n or bool(torch.isin(ids, self.ids).any()):
             raise InputError("ids must be unique across the whole index")
+        if not self.is_trained:
+            raise InputError(f"an {self.kind} index must be trained first: call train(sample) or use GalleryIndex.build")
         self._index.add(arr)
         self.ids = torch.cat([self.ids, ids])
         self.labels = torch.cat([self.labels, labels])
@@ -131,11 +206,20 @@ class GalleryIndex:
         scores, pos = self._index.search(arr, k)
         pos_t = torch.from_numpy(pos).to(torch.int64)
         if bool((pos_t < 0).any()):  # approximate search may return fewer than k
-            raise InputError(f"approximate search returned fewer than k={k} results; raise ef_search or use kind='flat'")
+            raise InputError(f"approximate search returned fewer than k={k} results; raise ef_search / nprobe or use kind='flat'")
         s = torch.from_numpy(scores)
         if self.metric == "l2":
             s = -s
         return SearchResult(ids=self.ids[pos_t].to(device), positions=pos_t.to(device), labels=self.labels[pos_t].to(device), scores=s.to(device))
+
+    def set_search_params(self, *, ef_search: int | None = None, nprobe: int | None = None) -> None:
+        """Change the search breadth of an approximate index (HNSW ``ef_search``, IVF ``nprobe``)."""
+        self.ef_search = ef_search or self.ef_search
+        self.nprobe = nprobe or self.nprobe
+        if self.kind == "hnsw":
+            self._index.hnsw.efSearch = self.ef_search
+        elif self.kind in ("ivf_flat", "ivf_pq"):
+            self._index.nprobe = self.nprobe
 
     # -- persistence -----------------------------------------------------------------
     def _payload(self) -> tuple[dict, str]:
@@ -143,7 +227,7 @@ class GalleryIndex:
         digest = hashlib.sha256(blob.numpy().tobytes() + self.ids.numpy().tobytes() + self.labels.numpy().tobytes()).hexdigest()
         payload = {
             "format": _FORMAT, "version": _VERSION, "dim": self.dim, "metric": self.metric, "kind": self.kind,
-            "hnsw_m": self.hnsw_m, "ef_search": self.ef_search,
+            "hnsw_m": self.hnsw_m, "ef_search": self.ef_search, "nlist": self.nlist, "nprobe": self.nprobe, "pq_m": self.pq_m,
             "index": blob, "ids": self.ids, "labels": self.labels, "sha256": digest,
         }
         return payload, digest
@@ -174,10 +258,10 @@ class GalleryIndex:
             raise IndexFileError(f"{path} is corrupt: checksum mismatch")
         if expected_dim is not None and payload["dim"] != expected_dim:
             raise IndexFileError(f"{path} holds {payload['dim']}-d vectors but {expected_dim}-d were expected")
-        self = cls(payload["dim"], payload["metric"], payload["kind"], hnsw_m=payload["hnsw_m"], ef_search=payload["ef_search"])
+        params = {k: payload[k] for k in ("hnsw_m", "ef_search", "nlist", "nprobe", "pq_m") if k in payload}
+        self = cls(payload["dim"], payload["metric"], payload["kind"], **params)
         self._index = faiss.deserialize_index(blob.numpy())
-        if self.kind == "hnsw":
-            self._index.hnsw.efSearch = self.ef_search
+        self.set_search_params()
         if self._index.d != self.dim or self._index.ntotal != ids.numel() or labels.numel() != ids.numel():
             raise IndexFileError(f"{path} is inconsistent: index holds {self._index.ntotal} vectors, {ids.numel()} ids")
         self.ids, self.labels = ids, labels

@@ -236,8 +236,9 @@ class Pipeline:
             vecs = torch.cat(pooled)
             if vecs.shape[0] != len(gallery):
                 raise InputError(f"the gallery yielded {vecs.shape[0]} images but has length {len(gallery)}")
-            index = GalleryIndex(vecs.shape[1], self.spec.index.metric, self.spec.index.kind)
-            index.add(vecs, labels)
+            ix = self.spec.index
+            index = GalleryIndex.build(vecs, labels, metric=ix.metric, kind=ix.kind, train_size=ix.train_size, seed=self.spec.seed,
+                                       **ix.params())
             if store is not None:
                 store = store.finalize()
             index.save(self.work_dir / "gallery.index")
@@ -362,7 +363,7 @@ class Pipeline:
                 rankings[i] = ranking.to("cpu")
         pred, votes = majority_vote(order_labels, self.num_classes, self.spec.decision.tie_break)
         return _Decisions(method=rname, predictions=pred, confidences=votes.float() / k, ids=order_ids, labels=order_labels,
-                          scores=order_scores, rankings=rankings, shortlist_ids=res.ids.cpu(),
+                          scores=order_scores, rankings=rankings, shortlist_ids=res.ids.cpu(), shortlist_scores=res.scores.cpu(),
                           grid=tuple(self.store.map_shape[1:]), seconds=time.perf_counter() - t0)
 
     @staticmethod
@@ -382,18 +383,30 @@ class Pipeline:
             case = self._case(d, i, targets)
             img = data[i][0]
             case.image = img if isinstance(img, torch.Tensor) else None
-            for ex in self._built.explainers:
-                allowed = getattr(ex, "methods", None)
-                if allowed is not None and d.method not in allowed:
-                    continue  # e.g. an explainer of one re-ranker's decisions
-                if any(getattr(case, fld, None) is None for fld in getattr(ex, "requires", ())):
-                    continue  # e.g. a ranking-based explainer on kNN decisions
-                exp = ex.explain(case)
-                if not isinstance(exp, Explanation):
-                    raise ComponentOutputError(f"{_owner('explainer', getattr(ex, 'name', '?'), ex)} returned {type(exp).__name__}, "
-                                               "not an Explanation")
-                explanations.append(exp)
-        inputs = {"predictions": pred, "targets": targets, "confidences": d.confidences, "explanations": explanations,
+            explanations += self._explain_case(case)
+        metrics = self._metrics(d, targets, explanations)
+        return MethodResult(method=d.method, predictions=pred, targets=targets, confidences=d.confidences, neighbour_ids=d.ids,
+                            neighbour_labels=d.labels, metrics=metrics, explanations=explanations, seconds=d.seconds)
+
+
+    def _explain_case(self, case: Case) -> list[Explanation]:
+        """Every explainer of the spec that applies to ``case`` (its method and the fields it needs)."""
+        out = []
+        for ex in self._built.explainers:
+            allowed = getattr(ex, "methods", None)
+            if allowed is not None and case.method not in allowed:
+                continue  # e.g. an explainer of one re-ranker's decisions
+            if any(getattr(case, fld, None) is None for fld in getattr(ex, "requires", ())):
+                continue  # e.g. a ranking-based explainer on kNN decisions
+            exp = ex.explain(case)
+            if not isinstance(exp, Explanation):
+                raise ComponentOutputError(f"{_owner('explainer', getattr(ex, 'name', '?'), ex)} returned {type(exp).__name__}, "
+                                           "not an Explanation")
+            out.append(exp)
+        return out
+
+    def _metrics(self, d: "_Decisions", targets: torch.Tensor, explanations: list[Explanation]) -> dict[str, MetricResult]:
+        inputs = {"predictions": d.predictions, "targets": targets, "confidences": d.confidences, "explanations": explanations,
                   "neighbour_ids": d.ids, "neighbour_labels": d.labels}
         metrics = {}
         for mname, m in self._built.metrics:
@@ -401,8 +414,21 @@ class Pipeline:
             if not isinstance(res, MetricResult):
                 raise ComponentOutputError(f"{_owner('metric', mname, m)} returned {type(res).__name__}, not a MetricResult")
             metrics[mname] = res
-        return MethodResult(method=d.method, predictions=pred, targets=targets, confidences=d.confidences, neighbour_ids=d.ids,
-                            neighbour_labels=d.labels, metrics=metrics, explanations=explanations, seconds=d.seconds)
+        return metrics
+
+    def attach(self, index: GalleryIndex, store: Any = None, *, num_classes: int | None = None) -> "Pipeline":
+        """Use a gallery built elsewhere (``xcorr index build``, a job's workers) instead of `fit`:
+        ``index`` a `GalleryIndex`, ``store`` a `SpatialStore` or `ShardedStore` whose row i is the map
+        of the index's row i (needed when the spec has re-rankers)."""
+        if self._built.rerankers and store is None:
+            raise InputError("this pipeline's re-rankers need the gallery's spatial store; pass store=")
+        if store is not None and len(store) != len(index):
+            raise InputError(f"the store holds {len(store)} maps but the index {len(index)} vectors")
+        if len(index) < max(self.spec.decision.k, self.spec.shortlist if self._built.rerankers else 0):
+            raise InputError(f"the gallery has {len(index)} items but the pipeline needs more neighbours per query")
+        self.index, self.store = index, store
+        self.num_classes = num_classes if num_classes is not None else int(index.labels.max()) + 1
+        return self
 
 
 class _Decisions(BaseModel):
@@ -417,5 +443,6 @@ class _Decisions(BaseModel):
     scores: torch.Tensor
     rankings: dict[int, Ranking] | None = None
     shortlist_ids: torch.Tensor | None = None
+    shortlist_scores: torch.Tensor | None = None
     grid: tuple[int, int] | None = None
     seconds: float = 0.0

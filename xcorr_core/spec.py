@@ -48,8 +48,21 @@ class FeatureSpec(StrictConfig):
 
 
 class IndexSpec(StrictConfig):
+    """The gallery's nearest-neighbour index (faiss). ``flat`` is exact; the others trade recall for
+    speed and memory (`xcorr index eval` measures the recall against exact search)."""
+
     metric: Literal["cosine", "ip", "l2"] = "cosine"
-    kind: Literal["flat", "hnsw"] = "flat"
+    kind: Literal["flat", "hnsw", "ivf_flat", "ivf_pq"] = "flat"
+    hnsw_m: StrictInt = Field(32, ge=2, description="HNSW graph degree")
+    ef_search: StrictInt = Field(128, ge=1, description="HNSW search breadth")
+    nlist: StrictInt = Field(1024, ge=1, description="IVF lists (lowered to sample/39 for small galleries)")
+    nprobe: StrictInt = Field(32, ge=1, description="IVF lists searched per query")
+    pq_m: StrictInt = Field(64, ge=1, description="IVF-PQ bytes per vector (must divide the feature dimension)")
+    train_size: StrictInt = Field(100_000, ge=39, description="IVF k-means training sample (rows drawn with the spec's seed)")
+
+    def params(self) -> dict[str, int]:
+        """Keyword arguments of `GalleryIndex` for this kind."""
+        return {"hnsw_m": self.hnsw_m, "ef_search": self.ef_search, "nlist": self.nlist, "nprobe": self.nprobe, "pq_m": self.pq_m}
 
 
 class DecisionSpec(StrictConfig):
@@ -86,6 +99,11 @@ class PipelineSpec(StrictConfig):
     def from_file(cls, path: str | Path) -> "PipelineSpec":
         """Load a spec from ``.yaml``/``.yml`` or ``.json``; errors name the file and field."""
         path = Path(path)
+        return cls.parse(cls.read_mapping(path), source=str(path))
+
+    @staticmethod
+    def read_mapping(path: Path) -> dict[str, Any]:
+        """The mapping a YAML/JSON spec file holds (strict: UTF-8, no duplicate keys, not empty)."""
         try:
             raw = path.read_bytes()
         except OSError as exc:
@@ -102,7 +120,7 @@ class PipelineSpec(StrictConfig):
             raise ConfigError(f"{path} is empty: write at least one key (an empty mapping, {{}}, runs the defaults)")
         if not isinstance(data, dict):
             raise ConfigError(f"{path} must hold a mapping of spec keys, got {type(data).__name__}")
-        return cls.parse(data, source=str(path))
+        return data
 
     @classmethod
     def parse(cls, data: Any, source: str = "spec") -> "PipelineSpec":

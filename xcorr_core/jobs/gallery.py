@@ -1,0 +1,205 @@
+"""A gallery on disk, built as a job (``xcorr index build``): features extracted by the executor's
+workers, pooled vectors in a memory-mapped ``vectors.npy``, spatial maps in a `ShardedStore`, and
+the faiss index the spec names, trained on a sample. ``xcorr index eval`` measures that index's
+recall@N against exact search over the same vectors.
+
+Layout of a gallery folder::
+
+    gallery.json    fingerprint, source, N, classes, dimension, map shape, index kind, checksums
+    gallery.index   the `GalleryIndex` (ids, labels, checksum inside)
+    vectors.npy     float32 [N, D] pooled vectors (what the index was built from; exact search for eval)
+    store/          the `ShardedStore` of spatial maps (when the pipeline re-ranks)
+
+``gallery.json`` is written last: a folder without it is unfinished and is rebuilt.
+Depends on numpy, torch, tqdm and the core.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..errors import IndexFileError, InputError
+from ..fileio import atomic_write
+from ..index import GalleryIndex
+from ..shards import ShardedStore, ShardedStoreWriter
+from ..sources import load_source
+from .spec import JobSpec
+
+__all__ = ["build_gallery", "open_gallery", "eval_index", "GALLERY_FORMAT"]
+
+GALLERY_FORMAT = "xcorr.Gallery/1"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 24):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _read_info(folder: Path) -> dict[str, Any] | None:
+    path = folder / "gallery.json"
+    if not path.is_file():
+        return None
+    try:
+        info = json.loads(path.read_text())
+    except ValueError as exc:
+        raise IndexFileError(f"{path} is not valid JSON: {exc}") from exc
+    if info.get("format") != GALLERY_FORMAT:
+        raise IndexFileError(f"{path} is not an xcorr gallery description")
+    return info
+
+
+def build_gallery(job: JobSpec, folder: str | Path, executor: Any, *, data: Any = None, progress: bool | None = None,
+                  reuse: bool = True) -> dict[str, Any]:
+    """Build (or, with ``reuse``, keep an up-to-date) gallery for ``job`` in ``folder``; its description.
+
+    ``data`` overrides ``job.gallery`` with a Dataset object (the Python API)."""
+    from .worker import FeatureWorker
+
+    folder = Path(folder)
+    fp = job.gallery_fingerprint()
+    info = _read_info(folder) if folder.is_dir() else None
+    if reuse and info is not None and info.get("fingerprint") == fp and data is None:
+        return info
+    if data is None and job.gallery is None:
+        raise InputError("the job names no gallery: give `gallery:` in the job file (or --gallery), or a built gallery_dir")
+    gallery = data if data is not None else load_source(job.gallery, progress=progress)  # type: ignore[arg-type]
+    n = len(gallery)
+    if n == 0:
+        raise InputError("the gallery is empty")
+    for sub in ("store",):
+        shutil.rmtree(folder / sub, ignore_errors=True)
+    (folder / "gallery.json").unlink(missing_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    vec_tmp = folder / ".vectors.npy.tmp"
+    vectors: np.memmap | None = None
+    labels = np.full(n, -1, dtype=np.int64)
+    writer: ShardedStoreWriter | None = None
+    done = 0
+    errors: list[str] = []
+    kwargs = {"job": job.model_dump(mode="json", by_alias=True), "data": data if data is not None else (gallery if executor.name == "local" else None)}
+    bs = job.pipeline.features.batch_size
+    bar = tqdm(total=n, desc="gallery", unit="img", disable=(None if progress is None else not progress))
+    try:
+        for table in executor.map(FeatureWorker, kwargs, list(range(n)), bs):
+            cols = table.to_pydict()
+            for row, i in enumerate(cols["id"]):
+                if cols["_error"][row] is not None:
+                    errors.append(f"gallery item {i}: {cols['_error'][row]}")
+                    continue
+                if vectors is None:
+                    vectors = np.lib.format.open_memmap(vec_tmp, mode="w+", dtype=np.float32, shape=(n, cols["dim"][row]))
+                vectors[i] = np.frombuffer(cols["pooled"][row], dtype=np.float32)
+                labels[i] = cols["label"][row]
+                if "maps" in cols:
+                    shape = tuple(cols["map_shape"][row])
+                    if writer is None:
+                        writer = ShardedStoreWriter(folder / "store", n, shape, dtype=job.store.dtype, shard_rows=job.store.shard_rows,
+                                                    layer=job.pipeline.features.spatial_layer or "")
+                    writer.write(i, np.frombuffer(cols["maps"][row], dtype=np.dtype(job.store.dtype)).reshape(1, *shape))
+            done += len(cols["id"])
+            bar.update(len(cols["id"]))
+        bar.close()
+        if errors:
+            raise InputError(f"{len(errors)} gallery image(s) could not be encoded; fix or remove them and build again:\n  "
+                             + "\n  ".join(errors[:10]) + (" ..." if len(errors) > 10 else ""))
+        assert vectors is not None
+        vectors.flush()
+        del vectors
+        vec_path = folder / "vectors.npy"
+        vec_tmp.replace(vec_path)
+        store = writer.finalize() if writer is not None else None
+        vecs = np.load(vec_path, mmap_mode="r")
+        t_feat = time.perf_counter() - t0
+        ix = job.pipeline.index
+        t1 = time.perf_counter()
+        index = GalleryIndex.build(vecs, torch.from_numpy(labels), metric=ix.metric, kind=ix.kind, train_size=ix.train_size,
+                                   seed=job.pipeline.seed, **ix.params())
+        index.save(folder / "gallery.index")
+        t_index = time.perf_counter() - t1
+    except BaseException:
+        bar.close()
+        if writer is not None:
+            writer.abort()
+        vec_tmp.unlink(missing_ok=True)
+        raise
+    info = {"format": GALLERY_FORMAT, "fingerprint": fp, "source": job.gallery.label() if job.gallery else type(gallery).__name__,
+            "n": n, "num_classes": int(labels.max()) + 1, "dim": int(vecs.shape[1]), "index": ix.model_dump(),
+            "map_shape": list(store.map_shape) if store is not None else None, "store_dtype": job.store.dtype if store is not None else None,
+            "vectors_sha256": _sha256(vec_path), "index_sha256": _sha256(folder / "gallery.index"),
+            "seconds": {"features": round(t_feat, 3), "index": round(t_index, 3)}, "bytes": {
+                "index": (folder / "gallery.index").stat().st_size, "vectors": vec_path.stat().st_size,
+                "store": store.nbytes if store is not None else 0}}
+    atomic_write(folder / "gallery.json", lambda f: f.write(json.dumps(info, indent=1).encode()))
+    return info
+
+
+def open_gallery(folder: str | Path, *, verify: str = "rows", need_store: bool = True) -> tuple[GalleryIndex, ShardedStore | None, dict[str, Any]]:
+    """The index, store and description of a built gallery; `IndexFileError` if unfinished or corrupt."""
+    folder = Path(folder)
+    info = _read_info(folder)
+    if info is None:
+        raise IndexFileError(f"no finished gallery at {folder} (gallery.json is missing): build it with `xcorr index build`")
+    ipath = folder / "gallery.index"
+    if not ipath.is_file() or _sha256(ipath) != info["index_sha256"]:
+        raise IndexFileError(f"{ipath} is missing or does not match its checksum in gallery.json")
+    index = GalleryIndex.load(ipath, expected_dim=info["dim"])
+    store = None
+    if need_store:
+        if not info.get("map_shape"):
+            raise IndexFileError(f"the gallery at {folder} has no spatial store (built for a pipeline without re-rankers)")
+        store = ShardedStore.open(folder / "store", verify=verify)  # type: ignore[arg-type]
+        if len(store) != len(index):
+            raise IndexFileError(f"{folder}: store has {len(store)} maps, index {len(index)} vectors")
+    return index, store, info
+
+
+def eval_index(folder: str | Path, *, k: int = 50, queries: int = 1000, seed: int = 0, nprobe: list[int] | None = None,
+               ef_search: list[int] | None = None) -> list[dict[str, float]]:
+    """recall@k of the gallery's index against exact search over its own vectors.
+
+    ``queries`` gallery vectors drawn with ``seed`` are searched (each finds itself too, as a held-out
+    query near the gallery would find its near-duplicate). One row per search setting: kind, the
+    setting, recall@k, ms per query of the index and of exact search."""
+    folder = Path(folder)
+    index, _, info = open_gallery(folder, need_store=False)
+    vpath = folder / "vectors.npy"
+    if _sha256(vpath) != info["vectors_sha256"]:
+        raise IndexFileError(f"{vpath} does not match its checksum in gallery.json")
+    vecs = np.load(vpath, mmap_mode="r")
+    n = vecs.shape[0]
+    k = min(k, n)
+    rows = np.sort(np.random.default_rng(seed).choice(n, size=min(queries, n), replace=False))
+    q = torch.from_numpy(np.array(vecs[rows], dtype=np.float32))
+    exact = GalleryIndex(info["dim"], index.metric, "flat")
+    for s0 in range(0, n, 65536):
+        exact.add(torch.from_numpy(np.array(vecs[s0:s0 + 65536], dtype=np.float32)))
+    t = time.perf_counter()
+    truth = exact.search(q, k).positions
+    t_exact = (time.perf_counter() - t) / len(rows)
+    settings: list[dict[str, int]] = [{}]
+    if index.kind in ("ivf_flat", "ivf_pq"):
+        settings = [{"nprobe": p} for p in (nprobe or [index.nprobe])]
+    elif index.kind == "hnsw":
+        settings = [{"ef_search": e} for e in (ef_search or [index.ef_search])]
+    out = []
+    for s in settings:
+        index.set_search_params(**s)
+        t = time.perf_counter()
+        got = index.search(q, k).positions
+        t_ix = (time.perf_counter() - t) / len(rows)
+        hits = sum(len(set(a.tolist()) & set(b.tolist())) for a, b in zip(got, truth))
+        out.append({"kind": index.kind, **s, "recall": hits / (k * len(rows)), "ms_per_query": 1000 * t_ix,
+                    "exact_ms_per_query": 1000 * t_exact, "k": k, "queries": len(rows)})
+    return out

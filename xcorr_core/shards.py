@@ -1,0 +1,250 @@
+"""`ShardedStore`: a gallery's spatial maps split over many memory-mapped ``.npy`` shards, for
+galleries larger than RAM (the single-file `SpatialStore` is the in-memory pipeline's store).
+
+Layout of a store folder::
+
+    store.json            format, layer, shape [N, C, H, W], dtype, rows per shard, shard files and sizes,
+                          SHA-256 of crc32.npy
+    crc32.npy             uint32 [N]: CRC-32 of each row's bytes, checked on every read
+    shard-00000.npy ...   [rows, C, H, W] float16 (default) or float32
+
+Reading N candidates touches only their rows (each row is contiguous on disk), checks each row's
+CRC-32 (a flipped byte is an `IndexFileError`, never a wrong map) and then tells the kernel to drop
+the mapped pages, so a long job's resident memory does not grow with the store. Rows can be written
+in any order; `finalize` moves everything into place, the description last. Depends on numpy, torch
+and the core's errors/fileio modules.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import mmap
+import os
+import zlib
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from .errors import IndexFileError, InputError
+from .fileio import atomic_write
+
+__all__ = ["ShardedStore", "ShardedStoreWriter"]
+
+_FORMAT = "xcorr.ShardedStore/1"
+_DTYPES = {"float16": np.float16, "float32": np.float32}
+
+
+def _crc_rows(rows: np.ndarray) -> np.ndarray:
+    """uint32 `[b]` CRC-32 of each row of a C-contiguous `[b, ...]` array."""
+    flat = np.ascontiguousarray(rows).reshape(rows.shape[0], -1).view(np.uint8)
+    return np.fromiter((zlib.crc32(r) for r in flat), dtype=np.uint32, count=rows.shape[0])
+
+
+class ShardedStoreWriter:
+    """Fill a new `ShardedStore` row by row (any order), then `finalize` (or `abort`).
+
+    Args:
+        path: the store folder (created; must not hold a finalized store).
+        n: number of maps N.
+        map_shape: `(C, H, W)`.
+        dtype: ``"float16"`` (half the bytes; ~1e-3 relative error) or ``"float32"``.
+        shard_rows: maps per shard file.
+        layer: the layer the maps come from (recorded).
+    """
+
+    def __init__(self, path: str | Path, n: int, map_shape: tuple[int, int, int], *, dtype: Literal["float16", "float32"] = "float16",
+                 shard_rows: int = 4096, layer: str = "") -> None:
+        if n < 1 or len(map_shape) != 3 or min(map_shape) < 1 or shard_rows < 1:
+            raise InputError(f"need n >= 1, a (C, H, W) map shape and shard_rows >= 1; got n={n}, map_shape={map_shape}, shard_rows={shard_rows}")
+        if dtype not in _DTYPES:
+            raise InputError(f"dtype must be 'float16' or 'float32', got {dtype!r}")
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.n, self.map_shape, self.dtype, self.shard_rows, self.layer = n, tuple(map_shape), dtype, shard_rows, layer
+        self._shards: dict[int, np.memmap] = {}
+        self._crc = np.zeros(n, dtype=np.uint32)
+        self._written = np.zeros(n, dtype=bool)
+
+    def _tmp_name(self, s: int) -> Path:
+        return self.path / f".shard-{s:05d}.npy.tmp"
+
+    def _shard(self, s: int) -> np.memmap:
+        if s not in self._shards:
+            rows = min(self.shard_rows, self.n - s * self.shard_rows)
+            self._shards[s] = np.lib.format.open_memmap(self._tmp_name(s), mode="w+", dtype=_DTYPES[self.dtype],
+                                                        shape=(rows, *self.map_shape))
+        return self._shards[s]
+
+    def write(self, start: int, maps: torch.Tensor | np.ndarray) -> None:
+        """Write ``maps`` `[b, C, H, W]` at rows ``start .. start + b``."""
+        arr = maps.detach().cpu().float().numpy() if isinstance(maps, torch.Tensor) else np.asarray(maps)
+        b = arr.shape[0]
+        if tuple(arr.shape[1:]) != self.map_shape or start < 0 or start + b > self.n:
+            raise InputError(f"cannot write maps {list(arr.shape)} at {start} into a store of shape {[self.n, *self.map_shape]}")
+        if not np.isfinite(arr).all():
+            raise InputError("maps contain NaN/inf")
+        if self.dtype == "float16" and arr.size and float(np.abs(arr).max()) > 65504.0:
+            raise InputError(f"maps reach {float(np.abs(arr).max()):.3g}, above the float16 range (65504): use dtype='float32' "
+                             "or scale the features down")
+        arr = arr.astype(_DTYPES[self.dtype], copy=False)
+        self._crc[start:start + b] = _crc_rows(arr)
+        self._written[start:start + b] = True
+        r = start
+        while r < start + b:
+            s, off = divmod(r, self.shard_rows)
+            take = min(self.shard_rows - off, start + b - r)
+            mm = self._shard(s)
+            mm[off:off + take] = arr[r - start:r - start + take]
+            raw = getattr(mm, "_mmap", None)
+            if isinstance(raw, mmap.mmap) and hasattr(raw, "madvise"):
+                raw.madvise(mmap.MADV_DONTNEED)  # shared file mapping: the data stays in the page cache, not in our RSS
+            r += take
+
+    def abort(self) -> None:
+        """Remove the unfinished shards."""
+        for s in list(self._shards):
+            del self._shards[s]
+            self._tmp_name(s).unlink(missing_ok=True)
+
+    def finalize(self) -> "ShardedStore":
+        """Move shards into place, write the row checksums and the description (last); open the store."""
+        if not self._written.all():
+            missing = np.flatnonzero(~self._written)
+            raise InputError(f"{missing.size} rows were never written (first: {missing[:5].tolist()})")
+        shards = []
+        for s in range((self.n + self.shard_rows - 1) // self.shard_rows):
+            mm = self._shard(s)
+            mm.flush()
+            del mm
+            self._shards.pop(s, None)
+            name = f"shard-{s:05d}.npy"
+            os.replace(self._tmp_name(s), self.path / name)
+            shards.append({"file": name, "rows": min(self.shard_rows, self.n - s * self.shard_rows),
+                           "bytes": (self.path / name).stat().st_size})
+        crc_path = atomic_write(self.path / "crc32.npy", lambda f: np.save(f, self._crc, allow_pickle=False))
+        meta = {"format": _FORMAT, "layer": self.layer, "shape": [self.n, *self.map_shape], "dtype": self.dtype,
+                "shard_rows": self.shard_rows, "shards": shards, "crc32_sha256": hashlib.sha256(crc_path.read_bytes()).hexdigest()}
+        atomic_write(self.path / "store.json", lambda f: f.write(json.dumps(meta, indent=1).encode()))
+        return ShardedStore.open(self.path)
+
+
+class ShardedStore:
+    """Read-only sharded store of N maps `[C, H, W]`; the same reading interface as `SpatialStore`
+    (``get``, ``map_shape``, ``len``, ``layer``), so a `Pipeline` can use either.
+
+    Args (of `open`):
+        verify: ``"rows"`` (default) checks the CRC-32 of every row read; ``"full"`` also reads every
+            shard once at open; ``"none"`` checks sizes and headers only.
+    """
+
+    def __init__(self, path: Path, meta: dict[str, Any], crc: np.ndarray, verify: str) -> None:
+        self.path, self.meta, self._crc, self.verify = path, meta, crc, verify
+        self._maps: dict[int, np.memmap] = {}
+
+    @classmethod
+    def open(cls, path: str | Path, *, verify: Literal["rows", "full", "none"] = "rows") -> "ShardedStore":
+        """Open a finalized store; `IndexFileError` if missing, truncated, corrupt or inconsistent."""
+        path = Path(path)
+        if verify not in ("rows", "full", "none"):
+            raise InputError(f"verify must be 'rows', 'full' or 'none', got {verify!r}")
+        meta_path = path / "store.json"
+        if not meta_path.is_file():
+            raise IndexFileError(f"no sharded store at {path} (needs store.json)")
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, ValueError) as exc:
+            raise IndexFileError(f"{meta_path} is not valid JSON: {exc}") from exc
+        if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
+            raise IndexFileError(f"{meta_path} is not an xcorr sharded store description")
+        crc_path = path / "crc32.npy"
+        try:
+            raw = crc_path.read_bytes()
+        except OSError as exc:
+            raise IndexFileError(f"{crc_path} is missing ({exc})") from exc
+        if hashlib.sha256(raw).hexdigest() != meta.get("crc32_sha256"):
+            raise IndexFileError(f"{crc_path} does not match its checksum in store.json: the file is corrupt")
+        crc = np.load(crc_path, allow_pickle=False)
+        n = meta["shape"][0]
+        if crc.shape != (n,) or sum(s["rows"] for s in meta["shards"]) != n:
+            raise IndexFileError(f"{path}: the description's {n} rows do not match its shards / checksums")
+        row_bytes = int(np.prod(meta["shape"][1:])) * np.dtype(_DTYPES[meta["dtype"]]).itemsize
+        for s in meta["shards"]:
+            f = path / s["file"]
+            if not f.is_file():
+                raise IndexFileError(f"shard {f} is missing")
+            size = f.stat().st_size
+            if size != s["bytes"] or size < s["rows"] * row_bytes:
+                raise IndexFileError(f"shard {f} has {size} bytes, its description says {s['bytes']}: the file is truncated or replaced")
+        store = cls(path, meta, crc, verify)
+        if verify == "full":
+            for i in range(len(meta["shards"])):
+                start = i * meta["shard_rows"]
+                rows = np.asarray(store._shard(i))
+                bad = np.flatnonzero(_crc_rows(rows) != crc[start:start + rows.shape[0]])
+                if bad.size:
+                    raise IndexFileError(f"{path / meta['shards'][i]['file']}: {bad.size} row(s) fail their checksum (first: row {start + int(bad[0])})")
+                store._release()
+        return store
+
+    def _shard(self, s: int) -> np.memmap:
+        if s not in self._maps:
+            f = self.path / self.meta["shards"][s]["file"]
+            try:
+                arr = np.load(f, mmap_mode="r", allow_pickle=False)
+            except Exception as exc:
+                raise IndexFileError(f"{f} is corrupt or truncated ({type(exc).__name__}: {exc})") from exc
+            want = (self.meta["shards"][s]["rows"], *self.meta["shape"][1:])
+            if arr.shape != want or arr.dtype != _DTYPES[self.meta["dtype"]]:
+                raise IndexFileError(f"{f} holds {arr.dtype} {list(arr.shape)}, its description says {self.meta['dtype']} {list(want)}")
+            self._maps[s] = arr
+        return self._maps[s]
+
+    def _release(self) -> None:
+        """Drop the mapped pages from this process (they stay in the page cache): bounded RSS."""
+        for arr in self._maps.values():
+            mm = getattr(arr, "_mmap", None)
+            if isinstance(mm, mmap.mmap) and hasattr(mm, "madvise"):
+                mm.madvise(mmap.MADV_DONTNEED)
+
+    def __len__(self) -> int:
+        return int(self.meta["shape"][0])
+
+    @property
+    def map_shape(self) -> tuple[int, int, int]:
+        """`(C, H, W)` of each map."""
+        return tuple(self.meta["shape"][1:])  # type: ignore[return-value]
+
+    @property
+    def layer(self) -> str:
+        return str(self.meta.get("layer", ""))
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of all shards on disk."""
+        return sum(int(s["bytes"]) for s in self.meta["shards"])
+
+    def get(self, positions: torch.Tensor | list[int], *, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Maps at rows ``positions`` `[k]` as a `[k, C, H, W]` tensor on ``device``; only those rows are read."""
+        pos = torch.as_tensor(positions, dtype=torch.int64).cpu()
+        if pos.ndim != 1:
+            raise InputError(f"positions must be 1-D, got shape {list(pos.shape)}")
+        if pos.numel() and (int(pos.min()) < 0 or int(pos.max()) >= len(self)):
+            raise InputError(f"positions out of range for a store of {len(self)} maps")
+        p = pos.numpy()
+        order = np.argsort(p, kind="stable")
+        sp = p[order]
+        rows = np.empty((p.size, *self.map_shape), dtype=_DTYPES[self.meta["dtype"]])
+        shard_of = sp // self.meta["shard_rows"]
+        for s in np.unique(shard_of):
+            sel = np.flatnonzero(shard_of == s)
+            rows[sel] = self._shard(int(s))[sp[sel] - int(s) * self.meta["shard_rows"]]
+        if self.verify != "none" and p.size:
+            bad = np.flatnonzero(_crc_rows(rows) != self._crc[sp])
+            if bad.size:
+                raise IndexFileError(f"{self.path}: row {int(sp[bad[0]])} fails its checksum: the store is corrupt")
+        self._release()
+        out = torch.empty((p.size, *self.map_shape), dtype=torch.from_numpy(rows[:0]).dtype)
+        out[torch.from_numpy(order)] = torch.from_numpy(rows)
+        return out.to(device=device, dtype=dtype)
