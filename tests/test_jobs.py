@@ -185,6 +185,37 @@ def test_every_index_kind_round_trips_through_its_file(kind: str, tmp_path: Path
         GalleryIndex.load(tmp_path / "g.index")
 
 
+@pytest.mark.parametrize("metric", ["cosine", "l2", "ip"])
+def test_refine_rescoring_is_exact_on_the_shortlist(tmp_path: Path, metric: str) -> None:
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(3000, 32, generator=g)
+    np.save(tmp_path / "v.npy", x.numpy())
+    q = torch.randn(20, 32, generator=g)
+    ix = GalleryIndex.build(x, kind="ivf_pq", nlist=16, nprobe=16, pq_m=8, refine=3000 // 10, metric=metric)  # shortlist = all
+    exact = GalleryIndex.build(x, metric=metric).search(q, 10)
+    r = ix.search(q, 10)
+    assert torch.equal(r.positions, exact.positions) and torch.allclose(r.scores, exact.scores, rtol=1e-5, atol=1e-4)
+    ix.save(tmp_path / "i.index")
+    back = GalleryIndex.load(tmp_path / "i.index")
+    with pytest.raises(InputError, match="attach_vectors"):
+        back.search(q, 10)
+    back.attach_vectors(np.load(tmp_path / "v.npy", mmap_mode="r"))  # from disk, as a job's gallery does
+    assert torch.equal(back.search(q, 10).positions, exact.positions)
+    back.attach_vectors(x.t().contiguous().t())  # not faiss-readable: the torch path, same answer
+    got = back.search(q, 10)
+    assert torch.equal(got.positions, exact.positions) and torch.allclose(got.scores, exact.scores, rtol=1e-5, atol=1e-4)
+    if metric == "cosine":  # rows whose squares overflow float32 in faiss: the scaled torch path
+        back.attach_vectors((x * 1e20).numpy())
+        got = back.search(q, 10)
+        assert torch.equal(got.positions, exact.positions) and torch.allclose(got.scores, exact.scores, rtol=1e-5, atol=1e-4)
+    back.attach_vectors(x.half())  # float16 rows: near-ties may swap, scores within float16 rounding
+    got = back.search(q, 10)
+    assert torch.allclose(got.scores, exact.scores, rtol=2e-3, atol=2e-3)
+    assert sum(len(set(a.tolist()) & set(b.tolist())) for a, b in zip(got.positions, exact.positions)) >= 0.95 * exact.positions.numel()
+    with pytest.raises(InputError):
+        back.attach_vectors(np.zeros((5, 32), np.float32))
+
+
 def test_ivf_index_errors() -> None:
     with pytest.raises(InputError, match="divide"):
         GalleryIndex(30, kind="ivf_pq", pq_m=8)

@@ -11,7 +11,6 @@ errors/results/validation/fileio modules.
 from __future__ import annotations
 
 import hashlib
-import io
 from pathlib import Path
 from typing import Literal
 
@@ -32,6 +31,29 @@ _VERSION = 1
 Metric = Literal["cosine", "ip", "l2"]
 Kind = Literal["flat", "hnsw", "ivf_flat", "ivf_pq"]
 KINDS = ("flat", "hnsw", "ivf_flat", "ivf_pq")
+
+
+def _digest(*tensors: torch.Tensor) -> str:
+    """SHA-256 of the tensors' bytes, in order, without copying them (the same value as hashing their concatenation)."""
+    h = hashlib.sha256()
+    for t in tensors:
+        h.update(memoryview(np.ascontiguousarray(t.numpy())).cast("B"))
+    return h.hexdigest()
+
+
+def _read_faiss(blob: torch.Tensor) -> faiss.Index:
+    """Deserialise a faiss index from a (memory-mapped) uint8 tensor in 16 MB reads, without the
+    whole-buffer copy `faiss.deserialize_index` makes: the peak stays at about one index."""
+    view = memoryview(np.ascontiguousarray(blob.numpy())).cast("B")
+    pos = 0
+
+    def read(n: int) -> bytes:
+        nonlocal pos
+        chunk = view[pos:pos + n].tobytes()
+        pos += len(chunk)
+        return chunk
+
+    return faiss.read_index(faiss.PyCallbackIOReader(read, 1 << 24))
 
 
 def _rows_f32(vectors: torch.Tensor | np.ndarray, rows: slice | np.ndarray) -> torch.Tensor:
@@ -70,23 +92,28 @@ class GalleryIndex:
         nlist: IVF inverted lists (k-means centroids).
         nprobe: IVF lists visited per query (recall vs speed).
         pq_m: IVF-PQ sub-quantisers = bytes per vector (8-bit codes); must divide ``dim``.
+        refine: approximate kinds: search ``k * refine`` and re-score them exactly from the vectors
+            given to `attach_vectors` (1: off).
+        ef_construction: HNSW build breadth (graph quality vs build time).
     """
 
     def __init__(self, dim: int, metric: Metric = "cosine", kind: Kind = "flat", *, hnsw_m: int = 32, ef_search: int = 128,
-                 nlist: int = 1024, nprobe: int = 32, pq_m: int = 64) -> None:
+                 nlist: int = 1024, nprobe: int = 32, pq_m: int = 64, refine: int = 1, ef_construction: int = 40) -> None:
         if dim < 1:
             raise InputError(f"dim must be >= 1, got {dim}")
         if metric not in ("cosine", "ip", "l2"):
             raise InputError(f"metric must be 'cosine', 'ip' or 'l2', got {metric!r}")
         if kind not in KINDS:
             raise InputError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
-        if min(hnsw_m, ef_search, nlist, nprobe, pq_m) < 1:
-            raise InputError("hnsw_m, ef_search, nlist, nprobe and pq_m must be >= 1")
+        if min(hnsw_m, ef_search, nlist, nprobe, pq_m, refine, ef_construction) < 1:
+            raise InputError("hnsw_m, ef_search, nlist, nprobe, pq_m, refine and ef_construction must be >= 1")
         if kind == "ivf_pq" and dim % pq_m:
             raise InputError(f"pq_m={pq_m} must divide the dimension {dim} (e.g. {', '.join(str(m) for m in (8, 16, 32, 64, 128) if dim % m == 0)})")
         self.dim, self.metric, self.kind = dim, metric, kind
         self.hnsw_m, self.ef_search = hnsw_m, ef_search
         self.nlist, self.nprobe, self.pq_m = nlist, nprobe, pq_m
+        self.refine, self.ef_construction = refine, ef_construction
+        self._vectors: torch.Tensor | np.ndarray | None = None
         self._index = self._new_faiss()
         self.ids = torch.empty(0, dtype=torch.int64)
         self.labels = torch.empty(0, dtype=torch.int64)
@@ -98,6 +125,7 @@ class GalleryIndex:
         if self.kind == "hnsw":
             idx = faiss.IndexHNSWFlat(self.dim, self.hnsw_m, fmetric)
             idx.hnsw.efSearch = self.ef_search
+            idx.hnsw.efConstruction = self.ef_construction
             return idx
         quantizer = faiss.IndexFlat(self.dim, fmetric)
         if self.kind == "ivf_flat":
@@ -147,6 +175,8 @@ class GalleryIndex:
             sl = slice(s0, min(n, s0 + chunk))
             index.add(_rows_f32(vectors, sl),
                       None if labels is None else labels[sl], None if ids is None else ids[sl])
+        if index.refine > 1 and index.kind != "flat":
+            index.attach_vectors(vectors)
         return index
 
     def nbytes(self) -> int:
@@ -203,19 +233,92 @@ class GalleryIndex:
             raise InputError(f"k={k} must be between 1 and the gallery size {len(self)}")
         device = queries.device if isinstance(queries, torch.Tensor) else torch.device("cpu")
         arr = self._prepare("queries", queries)
-        scores, pos = self._index.search(arr, k)
+        kk = min(len(self), k * self.refine) if self.refine > 1 and self.kind != "flat" else k
+        scores, pos = self._index.search(arr, kk)
         pos_t = torch.from_numpy(pos).to(torch.int64)
-        if bool((pos_t < 0).any()):  # approximate search may return fewer than k
+        if bool((pos_t[:, :k] < 0).any()):  # approximate search may return fewer than k
             raise InputError(f"approximate search returned fewer than k={k} results; raise ef_search / nprobe or use kind='flat'")
+        if kk > k:
+            scores, pos_t = self._rescore(arr, pos_t, k)
         s = torch.from_numpy(scores)
         if self.metric == "l2":
             s = -s
         return SearchResult(ids=self.ids[pos_t].to(device), positions=pos_t.to(device), labels=self.labels[pos_t].to(device), scores=s.to(device))
 
-    def set_search_params(self, *, ef_search: int | None = None, nprobe: int | None = None) -> None:
-        """Change the search breadth of an approximate index (HNSW ``ef_search``, IVF ``nprobe``)."""
+    def attach_vectors(self, vectors: torch.Tensor | np.ndarray) -> None:
+        """The gallery's full vectors `[N, D]` (a tensor, or a memory-mapped ``vectors.npy``), row i =
+        index row i: with ``refine = R > 1`` a search takes the approximate top ``k * R`` and re-scores
+        them exactly from these rows (only those rows are read)."""
+        if tuple(vectors.shape) != (len(self), self.dim):
+            raise InputError(f"vectors must be [{len(self)}, {self.dim}], got {list(vectors.shape)}")
+        self._vectors = vectors
+
+    def _rescore(self, q: np.ndarray, pos: torch.Tensor, k: int, chunk: int = 64) -> tuple[np.ndarray, torch.Tensor]:
+        """Exact scores of each query's approximate shortlist ``pos`` `[Q, K]` (-1 = none), the best ``k``.
+
+        float32 vectors in a C-contiguous array (``vectors.npy`` memory-mapped, or a contiguous CPU
+        tensor) are scored in place by faiss, reading only each query's K rows; anything else, or a
+        result that overflowed, goes through `_rescore_torch`."""
+        vecs = self._vectors
+        if vecs is None:
+            raise InputError(f"refine={self.refine} needs the full vectors: call attach_vectors() (a job's gallery attaches vectors.npy)")
+        y = vecs.numpy() if isinstance(vecs, torch.Tensor) and vecs.device.type == "cpu" else vecs
+        if not (isinstance(y, np.ndarray) and y.dtype == np.float32 and y.flags.c_contiguous):
+            return self._rescore_torch(q, pos, k, chunk)
+        ids = np.ascontiguousarray(pos.clamp_min(0).numpy(), dtype=np.int64)
+        nq, kk = ids.shape
+        sc = np.empty((nq, kk), np.float32)
+        args = (faiss.swig_ptr(y), faiss.swig_ptr(ids), self.dim, nq, kk)
+        if self.metric == "l2":
+            faiss.fvec_L2sqr_by_idx(faiss.swig_ptr(sc), faiss.swig_ptr(q), *args)
+            sc = -sc
+        else:
+            faiss.fvec_inner_products_by_idx(faiss.swig_ptr(sc), faiss.swig_ptr(q), *args)
+            if self.metric == "cosine":  # the index holds unit vectors: divide by each row's norm
+                sq = np.empty((nq, kk), np.float32)
+                faiss.fvec_L2sqr_by_idx(faiss.swig_ptr(sq), faiss.swig_ptr(np.zeros_like(q)), *args)
+                if not np.isfinite(sq).all():  # huge rows: their squares overflow
+                    return self._rescore_torch(q, pos, k, chunk)
+                sc = sc / np.maximum(np.sqrt(sq), np.finfo(np.float32).tiny)
+        if not np.isfinite(sc).all():  # huge rows overflowed float32: the scaled path
+            return self._rescore_torch(q, pos, k, chunk)
+        return self._best(torch.from_numpy(sc), pos, k)
+
+    def _best(self, sc: torch.Tensor, pos: torch.Tensor, k: int) -> tuple[np.ndarray, torch.Tensor]:
+        """The ``k`` best of scores `[Q, K]` (higher is better; -1 positions excluded), in the index's sign."""
+        sc = sc.masked_fill(pos < 0, float("-inf"))
+        order = torch.sort(sc, dim=1, descending=True, stable=True).indices[:, :k]
+        best = sc.gather(1, order)
+        return (best.neg() if self.metric == "l2" else best).numpy(), pos.gather(1, order)
+
+    def _rescore_torch(self, q: np.ndarray, pos: torch.Tensor, k: int, chunk: int) -> tuple[np.ndarray, torch.Tensor]:
+        """`_rescore` for any vectors (float16, a non-contiguous or GPU tensor, huge values): queries in
+        chunks, each reading its distinct candidate rows `[U, D]` once, in row order."""
+        vecs = self._vectors
+        assert vecs is not None
+        qt = torch.from_numpy(q)
+        out_s = torch.empty(pos.shape, dtype=torch.float32)
+        tiny = torch.finfo(torch.float32).tiny
+        for s0 in range(0, q.shape[0], chunk):
+            p = pos[s0:s0 + chunk]
+            uniq, inv = torch.unique(p.clamp_min(0).flatten(), return_inverse=True)  # sorted: sequential reads
+            rows = _rows_f32(vecs, uniq.numpy()).cpu()
+            if self.metric == "cosine":  # as _prepare: scaled first (no overflow), then unit length
+                rows /= rows.abs().amax(dim=1, keepdim=True).clamp_min(tiny)
+                rows /= rows.norm(dim=1, keepdim=True).clamp_min(tiny)
+            cand = rows[inv].view(p.shape[0], p.shape[1], -1)
+            qc = qt[s0:s0 + chunk]
+            if self.metric == "l2":
+                out_s[s0:s0 + chunk] = -((cand - qc[:, None]) ** 2).sum(-1)
+            else:
+                out_s[s0:s0 + chunk] = torch.bmm(cand, qc[:, :, None]).squeeze(-1)
+        return self._best(out_s, pos, k)
+
+    def set_search_params(self, *, ef_search: int | None = None, nprobe: int | None = None, refine: int | None = None) -> None:
+        """Change the search breadth of an approximate index (HNSW ``ef_search``, IVF ``nprobe``, ``refine``)."""
         self.ef_search = ef_search or self.ef_search
         self.nprobe = nprobe or self.nprobe
+        self.refine = refine or self.refine
         if self.kind == "hnsw":
             self._index.hnsw.efSearch = self.ef_search
         elif self.kind in ("ivf_flat", "ivf_pq"):
@@ -224,10 +327,11 @@ class GalleryIndex:
     # -- persistence -----------------------------------------------------------------
     def _payload(self) -> tuple[dict, str]:
         blob = torch.from_numpy(faiss.serialize_index(self._index).copy())
-        digest = hashlib.sha256(blob.numpy().tobytes() + self.ids.numpy().tobytes() + self.labels.numpy().tobytes()).hexdigest()
+        digest = _digest(blob, self.ids, self.labels)
         payload = {
             "format": _FORMAT, "version": _VERSION, "dim": self.dim, "metric": self.metric, "kind": self.kind,
             "hnsw_m": self.hnsw_m, "ef_search": self.ef_search, "nlist": self.nlist, "nprobe": self.nprobe, "pq_m": self.pq_m,
+            "refine": self.refine, "ef_construction": self.ef_construction,
             "index": blob, "ids": self.ids, "labels": self.labels, "sha256": digest,
         }
         return payload, digest
@@ -244,8 +348,8 @@ class GalleryIndex:
         if not path.is_file():
             raise IndexFileError(f"no index file at {path}")
         try:
-            with open(path, "rb") as f:
-                payload = torch.load(io.BytesIO(f.read()), weights_only=True, map_location="cpu")
+            # memory-mapped: the serialised index is read once, by faiss, not first copied into a buffer
+            payload = torch.load(path, weights_only=True, map_location="cpu", mmap=True)
         except Exception as exc:
             raise IndexFileError(f"{path} is not a readable xcorr index file ({type(exc).__name__}: {exc})") from exc
         if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
@@ -253,16 +357,16 @@ class GalleryIndex:
         if payload.get("version") != _VERSION:
             raise IndexFileError(f"{path} has index format version {payload.get('version')}, expected {_VERSION}")
         blob, ids, labels = payload["index"], payload["ids"], payload["labels"]
-        digest = hashlib.sha256(blob.numpy().tobytes() + ids.numpy().tobytes() + labels.numpy().tobytes()).hexdigest()
+        digest = _digest(blob, ids, labels)
         if digest != payload.get("sha256"):
             raise IndexFileError(f"{path} is corrupt: checksum mismatch")
         if expected_dim is not None and payload["dim"] != expected_dim:
             raise IndexFileError(f"{path} holds {payload['dim']}-d vectors but {expected_dim}-d were expected")
-        params = {k: payload[k] for k in ("hnsw_m", "ef_search", "nlist", "nprobe", "pq_m") if k in payload}
+        params = {k: payload[k] for k in ("hnsw_m", "ef_search", "nlist", "nprobe", "pq_m", "refine", "ef_construction") if k in payload}
         self = cls(payload["dim"], payload["metric"], payload["kind"], **params)
-        self._index = faiss.deserialize_index(blob.numpy())
+        self._index = _read_faiss(blob)
         self.set_search_params()
         if self._index.d != self.dim or self._index.ntotal != ids.numel() or labels.numel() != ids.numel():
             raise IndexFileError(f"{path} is inconsistent: index holds {self._index.ntotal} vectors, {ids.numel()} ids")
-        self.ids, self.labels = ids, labels
+        self.ids, self.labels = ids.clone(), labels.clone()  # not backed by the file
         return self
