@@ -36,6 +36,18 @@ _FORMAT = "xcorr.ShardedStore/1"
 _DTYPES = {"float16": np.float16, "float32": np.float32}
 
 
+_RELEASE_EVERY = 32  # rows read between two releases of the mapped pages
+
+
+def _drop_pages(arr: np.ndarray) -> None:
+    """Unmap the pages of a memory-mapped array from this process (a shared file mapping: they stay
+    in the page cache). Reading a row from a file written moments ago can map far more than the row:
+    the kernel maps whole large folios (ext4 on Linux >= 6.16), up to 2 MB a fault."""
+    mm = getattr(arr, "_mmap", None)
+    if isinstance(mm, mmap.mmap) and hasattr(mm, "madvise"):
+        mm.madvise(mmap.MADV_DONTNEED)
+
+
 def _crc_rows(rows: np.ndarray) -> np.ndarray:
     """uint32 `[b]` CRC-32 of each row of a C-contiguous `[b, ...]` array."""
     flat = np.ascontiguousarray(rows).reshape(rows.shape[0], -1).view(np.uint8)
@@ -97,9 +109,7 @@ class ShardedStoreWriter:
             take = min(self.shard_rows - off, start + b - r)
             mm = self._shard(s)
             mm[off:off + take] = arr[r - start:r - start + take]
-            raw = getattr(mm, "_mmap", None)
-            if isinstance(raw, mmap.mmap) and hasattr(raw, "madvise"):
-                raw.madvise(mmap.MADV_DONTNEED)  # shared file mapping: the data stays in the page cache, not in our RSS
+            _drop_pages(mm)  # written pages stay in the page cache (and reach the disk), not in our RSS
             r += take
 
     def abort(self) -> None:
@@ -204,9 +214,7 @@ class ShardedStore:
     def _release(self) -> None:
         """Drop the mapped pages from this process (they stay in the page cache): bounded RSS."""
         for arr in self._maps.values():
-            mm = getattr(arr, "_mmap", None)
-            if isinstance(mm, mmap.mmap) and hasattr(mm, "madvise"):
-                mm.madvise(mmap.MADV_DONTNEED)
+            _drop_pages(arr)
 
     def __len__(self) -> int:
         return int(self.meta["shape"][0])
@@ -239,7 +247,11 @@ class ShardedStore:
         shard_of = sp // self.meta["shard_rows"]
         for s in np.unique(shard_of):
             sel = np.flatnonzero(shard_of == s)
-            rows[sel] = self._shard(int(s))[sp[sel] - int(s) * self.meta["shard_rows"]]
+            shard = self._shard(int(s))
+            for g in range(0, sel.size, _RELEASE_EVERY):  # a page fault may map a whole large folio (up to 2 MB)
+                part = sel[g:g + _RELEASE_EVERY]
+                rows[part] = shard[sp[part] - int(s) * self.meta["shard_rows"]]
+                _drop_pages(shard)
         if self.verify != "none" and p.size:
             bad = np.flatnonzero(_crc_rows(rows) != self._crc[sp])
             if bad.size:
