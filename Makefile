@@ -31,6 +31,7 @@ docs: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/bench_features.py
 	$(PY) benchmarks/bench_index.py
+	$(PY) benchmarks/bench_jobs.py
 	@if $(PY) -c "import xcorr_emd_corr" 2>/dev/null; then $(PY) benchmarks/bench_emd_corr.py; fi
 	@if $(PY) -c "import xcorr_pairx" 2>/dev/null; then $(PY) benchmarks/bench_pairx.py; fi
 	@if $(PY) -c "import xcorr_scc_counterfactual" 2>/dev/null; then $(PY) benchmarks/bench_scc.py; fi

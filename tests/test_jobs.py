@@ -19,6 +19,7 @@ pa = pytest.importorskip("pyarrow")
 from xcorr_core.errors import ConfigError, IndexFileError, InputError  # noqa: E402
 from xcorr_core.index import GalleryIndex  # noqa: E402
 from xcorr_core.jobs import JobSpec, read_errors, read_results, run_job  # noqa: E402
+from xcorr_core.jobs.gallery import open_gallery  # noqa: E402
 from xcorr_core.shards import ShardedStore, ShardedStoreWriter  # noqa: E402
 from xcorr_core.sources import DataSource, load_source, source_size  # noqa: E402
 
@@ -378,3 +379,16 @@ def test_cli_run_and_index_commands(local_run: Path, tmp_path: Path, capsys: pyt
     assert meta["n"] == 144 and meta["map_shape"] == [256, 7, 7]
     (tmp_path / "G" / "gallery.index").write_bytes(b"x")
     assert main(["index", "eval", str(tmp_path / "G")]) == 2
+    # IVF-PQ re-scoring from the gallery's vectors.npy: a shortlist of 10 x 27 >= 264 rows is exact (PQ trains on >= 256)
+    spec3 = tmp_path / "job3.yaml"
+    spec3.write_text(json.dumps({**SMALL, "gallery": {**SMALL["gallery"], "per_class": 11},  # type: ignore[dict-item]
+                                 "pipeline": {**SMALL["pipeline"], "index": {"kind": "ivf_pq", "nlist": 2, "nprobe": 2, "pq_m": 8, "refine": 27}}}))  # type: ignore[dict-item]
+    assert main(["index", "build", str(spec3), "--out", str(tmp_path / "P"), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["index", "eval", str(tmp_path / "P"), "-k", "10", "--queries", "40", "--refine", "1,27", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["refine"] for r in rows] == [1, 27] and rows[1]["recall"] == 1.0 and rows[0]["recall"] <= 1.0
+    assert main(["index", "eval", str(tmp_path / "P"), "--refine", "two"]) == 2
+    (tmp_path / "P" / "vectors.npy").unlink()
+    with pytest.raises(IndexFileError, match="vectors.npy"):
+        open_gallery(tmp_path / "P", need_store=False)

@@ -86,17 +86,24 @@ def _cmd_index_build(args: argparse.Namespace) -> int:
 
 
 def _cmd_index_eval(args: argparse.Namespace) -> int:
+    from .errors import ConfigError
     from .jobs import eval_index
 
     def ints(text: str | None) -> list[int] | None:
-        return [int(x) for x in text.split(",")] if text else None
+        if not text:
+            return None
+        try:
+            return [int(x) for x in text.split(",")]
+        except ValueError:
+            raise ConfigError(f"expected comma-separated integers such as 8,16,32, got {text!r}") from None
 
-    rows = eval_index(args.gallery_dir, k=args.k, queries=args.queries, nprobe=ints(args.nprobe), ef_search=ints(args.ef_search))
+    rows = eval_index(args.gallery_dir, k=args.k, queries=args.queries, nprobe=ints(args.nprobe), ef_search=ints(args.ef_search),
+                      refine=ints(args.refine))
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
     for r in rows:
-        setting = ", ".join(f"{k}={r[k]}" for k in ("nprobe", "ef_search") if k in r)
+        setting = ", ".join(f"{k}={r[k]}" for k in ("nprobe", "refine", "ef_search") if k in r)
         print(f"{r['kind']:<9} {setting:<14} recall@{r['k']} = {r['recall']:.4f}   {r['ms_per_query']:.3f} ms/query "
               f"(exact {r['exact_ms_per_query']:.3f} ms, {r['exact_ms_per_query'] / max(r['ms_per_query'], 1e-9):.1f}x)")
     return 0
@@ -151,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--queries", type=int, default=1000, help="gallery vectors used as queries")
     e.add_argument("--nprobe", help="IVF settings to try, e.g. 8,16,32")
     e.add_argument("--ef-search", help="HNSW settings to try, e.g. 32,64,128")
+    e.add_argument("--refine", help="IVF-PQ exact re-scoring factors to try, e.g. 1,2,4")
     e.add_argument("--json", action="store_true")
     e.set_defaults(handler=_cmd_index_eval)
     for impl in registry.plugin_manager().hook.register_commands.get_hookimpls():

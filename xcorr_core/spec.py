@@ -59,10 +59,13 @@ class IndexSpec(StrictConfig):
     nprobe: StrictInt = Field(32, ge=1, description="IVF lists searched per query")
     pq_m: StrictInt = Field(64, ge=1, description="IVF-PQ bytes per vector (must divide the feature dimension)")
     train_size: StrictInt = Field(100_000, ge=39, description="IVF k-means training sample (rows drawn with the spec's seed)")
+    refine: StrictInt = Field(1, ge=1, description="approximate kinds: re-score the top k * refine exactly from the full vectors (1: off)")
+    ef_construction: StrictInt = Field(40, ge=1, description="HNSW build breadth")
 
     def params(self) -> dict[str, int]:
         """Keyword arguments of `GalleryIndex` for this kind."""
-        return {"hnsw_m": self.hnsw_m, "ef_search": self.ef_search, "nlist": self.nlist, "nprobe": self.nprobe, "pq_m": self.pq_m}
+        return {"hnsw_m": self.hnsw_m, "ef_search": self.ef_search, "nlist": self.nlist, "nprobe": self.nprobe, "pq_m": self.pq_m,
+                "refine": self.refine, "ef_construction": self.ef_construction}
 
 
 class DecisionSpec(StrictConfig):

@@ -155,6 +155,11 @@ def open_gallery(folder: str | Path, *, verify: str = "rows", need_store: bool =
     if not ipath.is_file() or _sha256(ipath) != info["index_sha256"]:
         raise IndexFileError(f"{ipath} is missing or does not match its checksum in gallery.json")
     index = GalleryIndex.load(ipath, expected_dim=info["dim"])
+    if index.refine > 1 and index.kind != "flat":  # exact re-scoring reads the memory-mapped vectors
+        vpath = folder / "vectors.npy"
+        if not vpath.is_file():
+            raise IndexFileError(f"{vpath} is missing (the index re-scores from it: refine={index.refine})")
+        index.attach_vectors(np.load(vpath, mmap_mode="r"))
     store = None
     if need_store:
         if not info.get("map_shape"):
@@ -166,12 +171,13 @@ def open_gallery(folder: str | Path, *, verify: str = "rows", need_store: bool =
 
 
 def eval_index(folder: str | Path, *, k: int = 50, queries: int = 1000, seed: int = 0, nprobe: list[int] | None = None,
-               ef_search: list[int] | None = None) -> list[dict[str, float]]:
+               ef_search: list[int] | None = None, refine: list[int] | None = None) -> list[dict[str, float]]:
     """recall@k of the gallery's index against exact search over its own vectors.
 
     ``queries`` gallery vectors drawn with ``seed`` are searched (each finds itself too, as a held-out
     query near the gallery would find its near-duplicate). One row per search setting: kind, the
-    setting, recall@k, ms per query of the index and of exact search."""
+    setting, recall@k, ms per query of the index and of exact search. IVF-PQ tries every ``nprobe``
+    with every ``refine``."""
     folder = Path(folder)
     index, _, info = open_gallery(folder, need_store=False)
     vpath = folder / "vectors.npy"
@@ -188,8 +194,11 @@ def eval_index(folder: str | Path, *, k: int = 50, queries: int = 1000, seed: in
     t = time.perf_counter()
     truth = exact.search(q, k).positions
     t_exact = (time.perf_counter() - t) / len(rows)
+    index.attach_vectors(vecs)  # for refine settings
     settings: list[dict[str, int]] = [{}]
-    if index.kind in ("ivf_flat", "ivf_pq"):
+    if index.kind == "ivf_pq":
+        settings = [{"nprobe": p, "refine": r} for p in (nprobe or [index.nprobe]) for r in (refine or [index.refine])]
+    elif index.kind == "ivf_flat":
         settings = [{"nprobe": p} for p in (nprobe or [index.nprobe])]
     elif index.kind == "hnsw":
         settings = [{"ef_search": e} for e in (ef_search or [index.ef_search])]

@@ -34,6 +34,7 @@ class JobReport(BaseModel):
     ran: int
     seconds: float
     queries_per_s: float
+    steady_queries_per_s: float | None = None
     executor: str
     workers: int
     summary: dict[str, Any]
@@ -101,22 +102,26 @@ def run_job(job: JobSpec | str | Path, out: str | Path, *, executor: str = "loca
         kwargs = {"job": job.model_dump(mode="json", by_alias=True), "gallery_dir": str(gdir.resolve()), "data": data}
         t0 = time.perf_counter()  # the queries' rate: after the gallery is there
         bar = tqdm(total=total, initial=total - len(todo), desc="queries", unit="query", disable=(None if progress is None else not progress))
-        ran = 0
+        ran, first = 0, None
         try:
             for table in ex.map(QueryWorker, kwargs, todo, bs):
                 good, bad = writer.write(table, schema)
+                if first is None:  # workers are up: the steady rate counts from here
+                    first = (time.perf_counter(), good + bad)
                 ran += good + bad
                 bar.update(good + bad)
                 if bad:
                     bar.set_postfix(errors=writer.manifest["errors_count"])
         finally:
             bar.close()
-    seconds = time.perf_counter() - t0
+    t_end = time.perf_counter()
+    seconds = t_end - t0
+    steady = (ran - first[1]) / (t_end - first[0]) if first is not None and ran > first[1] and t_end > first[0] else None
     summary = _summary(out, methods, metrics)
     summary["errors"] = writer.manifest["errors_count"]
     if writer.manifest["done"] + writer.manifest["errors_count"] == total:
         writer.finish(summary)
     return JobReport(out=str(out), total=total, done=writer.manifest["done"], errors=writer.manifest["errors_count"], ran=ran,
-                     seconds=seconds, queries_per_s=ran / seconds if seconds > 0 else 0.0, executor=executor,
+                     seconds=seconds, queries_per_s=ran / seconds if seconds > 0 else 0.0, steady_queries_per_s=steady, executor=executor,
                      workers=getattr(ex, "workers", 1), summary=summary)
 
