@@ -14,6 +14,7 @@ Everything is generated from a seed: image ``i`` of a split depends only on
 """
 from __future__ import annotations
 
+import json
 import math
 from functools import lru_cache
 from typing import Literal
@@ -25,6 +26,7 @@ from tqdm.auto import tqdm
 from ..errors import InputError
 from . import _draw as D
 from ._base import UInt8ImageDataset
+from .cache import cached
 
 __all__ = ["SynthBirds", "BirdAnnotation", "PART_NAMES", "ATTRIBUTES", "CLASS_ATTRIBUTES", "CLASS_NAMES"]
 
@@ -287,6 +289,19 @@ def _image_seed(seed: int, split: str, index: int) -> int:
 
 @lru_cache(maxsize=16)
 def _generate(split: str, variant: str, seed: int, per_class: int, size: int, num_classes: int, progress: bool | None):
+    """Images and annotations, from the on-disk cache when a valid copy is there (see `cache`)."""
+    params = {"split": split, "variant": variant, "seed": seed, "per_class": per_class, "size": size, "num_classes": num_classes}
+
+    def make() -> dict[str, torch.Tensor | str]:
+        images, anns = _render_all(split, variant, seed, per_class, size, num_classes, progress)
+        return {"images": images, "annotations": json.dumps([a.model_dump(mode="json") for a in anns])}
+
+    payload = cached("synthbirds", params, make)
+    anns = tuple(BirdAnnotation.model_validate(a) for a in json.loads(str(payload["annotations"])))
+    return payload["images"], anns
+
+
+def _render_all(split: str, variant: str, seed: int, per_class: int, size: int, num_classes: int, progress: bool | None):
     n = per_class * num_classes
     images = torch.empty(n, 3, size, size, dtype=torch.uint8)
     anns: list[BirdAnnotation] = []

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from ..errors import InputError
 from . import _draw as D
 from ._base import UInt8ImageDataset
+from .cache import cached
 
 __all__ = ["SynthHerd", "homography_from_points", "apply_homography", "TEX"]
 
@@ -126,6 +127,18 @@ def _seed(seed: int, split: str, *idx: int) -> int:
 
 @lru_cache(maxsize=8)
 def _generate(split: str, seed: int, individuals: int, photos: int, size: int, progress: bool | None):
+    """Images, visibility masks, homographies and labels, from the on-disk cache when a valid copy is there."""
+    params = {"split": split, "seed": seed, "individuals": individuals, "photos": photos, "size": size}
+
+    def make() -> dict[str, torch.Tensor | str]:
+        images, visible, hs, labels = _render_all(split, seed, individuals, photos, size, progress)
+        return {"images": images, "visible": visible, "homographies": hs, "labels": labels}
+
+    p = cached("synthherd", params, make)
+    return p["images"], p["visible"], p["homographies"], p["labels"]
+
+
+def _render_all(split: str, seed: int, individuals: int, photos: int, size: int, progress: bool | None):
     n = individuals * photos
     images = torch.empty(n, 3, size, size, dtype=torch.uint8)
     visible = torch.empty(n, size, size, dtype=torch.bool)
