@@ -55,7 +55,12 @@ def test_quick_demo_writes_report_figures_and_html(tmp_path: Path) -> None:
     figs = [f for s in report["sections"] for f in s["figures"]]
     assert figs and all((tmp_path / f).stat().st_size > 1000 for f in figs)
     html = (tmp_path / "index.html").read_text()
-    assert all(f in html for f in figs) and len(titles) >= 3
+    assert all(html.count(f"src='{f}'") == 1 for f in figs) and len(figs) == len(set(figs)) and len(titles) >= 3
+    assert all(s["seconds"] is not None and s["seconds"] >= 0 for s in report["sections"]) and report["data_seconds"] >= 0
+    own = {p for p, _, _ in registry.demo_sections()}
+    shown_elsewhere = {c.name for c in registry.components("reranker") if c.plugin in own}
+    # a re-ranker whose plugin has its own section is explained there, not a second time under classification
+    assert not [f for f in cls["figures"] if any(f"explain_{m}_" in f for m in shown_elsewhere)]
 
 
 def test_plugins_lists_named_models(capsys) -> None:

@@ -41,6 +41,7 @@ class DemoSection(BaseModel):
     figures: list[str] = Field(default_factory=list)  # paths relative to the output folder
     html: str = ""
     error: str | None = None
+    seconds: float | None = None  # set by the demo: the section's wall time
 
 
 class DemoContext(BaseModel):
@@ -88,7 +89,11 @@ def _classification_section(ctx: DemoContext) -> DemoSection:
     save_figure(plot_accuracy(results), ctx.out / figs[0])
     clean = results[0]
     train = ctx.birds_train
+    with_section = {p for p, _, _ in registry.demo_sections()}
+    owner = {c.name: c.plugin for c in registry.components("reranker")}
     for method, mr in clean.methods.items():
+        if owner.get(method) in with_section:  # its plugin's own section shows its explanations: once in the report
+            continue
         for exp in mr.explanations:
             if not hasattr(exp, "support_ids"):
                 continue
@@ -158,7 +163,8 @@ def _write_html(out: Path, sections: list[DemoSection], card: dict[str, Any]) ->
     if card:
         parts.append("<details><summary>Shipped models</summary><pre>" + html.escape(json.dumps(card, indent=2)) + "</pre></details>")
     for s in sections:
-        parts.append(f"<h2>{html.escape(s.title)}</h2>")
+        took = f" <small>({s.seconds} s)</small>" if s.seconds is not None else ""
+        parts.append(f"<h2>{html.escape(s.title)}{took}</h2>")
         if s.error:
             parts.append(f"<pre class='err'>{html.escape(s.error)}</pre>")
         parts.append(s.html)
@@ -180,7 +186,8 @@ def run_demo(out: str | Path = "demo-out", *, progress: bool | None = None, quic
     (out / "figures").mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     per_train, per_test, herd_n = (6, 2, 6) if quick else (30, 10, 40)
-    _log("generating SynthBirds and SynthHerd ...")
+    _log("SynthBirds and SynthHerd (generated, or read from the data cache) ...")
+    td = time.perf_counter()
     ctx = DemoContext(
         out=out, progress=progress, birds_model=load_pretrained("birds"), herd_model=load_pretrained("herd"),
         birds_train=SynthBirds("train", per_class=per_train, progress=progress),
@@ -188,10 +195,15 @@ def run_demo(out: str | Path = "demo-out", *, progress: bool | None = None, quic
                     for v in ("clean", "sticker", "style")},
         herd_test=SynthHerd("test", individuals=herd_n, progress=progress),
     )
+    data_seconds = round(time.perf_counter() - td, 1)
+    _log(f"data and models ready in {data_seconds} s")
     builtin = [("xcorr_core", "data", _data_section), ("xcorr_core", "classification", _classification_section),
                ("xcorr_core", "reid", _reid_section)]
     sections: list[DemoSection] = []
-    for plugin, title, run in builtin + registry.demo_sections():
+    todo = builtin + registry.demo_sections()
+    for i, (plugin, title, run) in enumerate(todo, 1):
+        _log(f"[{i}/{len(todo)}] {title} ({plugin}) ...")
+        ts = time.perf_counter()
         try:
             with torch.no_grad():
                 sec = run(ctx)
@@ -200,12 +212,15 @@ def run_demo(out: str | Path = "demo-out", *, progress: bool | None = None, quic
         except Exception as exc:  # noqa: BLE001 - a failing section is reported, the rest still runs
             _log(f"section {title!r} from {plugin} failed: {type(exc).__name__}: {exc}")
             sec = DemoSection(title=title, error="".join(traceback.format_exception(exc))[-4000:])
+        sec.seconds = round(time.perf_counter() - ts, 1)
+        _log(f"[{i}/{len(todo)}] {title}: {'failed' if sec.error else 'done'} in {sec.seconds} s")
         sections.append(sec)
     report = {
         "xcorr_core": __version__,
         "plugins": [p.model_dump(exclude={"components"}) | {"components": [c.name for c in p.components]} for p in registry.plugins()],
         "models": model_card(),
         "sections": [s.model_dump(exclude={"html"}) for s in sections],
+        "data_seconds": data_seconds,
         "seconds": round(time.perf_counter() - t0, 1),
     }
     atomic_write(out / "report.json", lambda f: f.write(json.dumps(report, indent=2, default=str).encode()))
