@@ -189,3 +189,28 @@ def test_first_linear_path_equals_generic_path(seed, lam, prefilter, chunk):
     assert [(e.query_cell, e.distractor, e.distractor_cell) for e in a.edits] == [(e.query_cell, e.distractor, e.distractor_cell) for e in b.edits]
     assert [e.score for e in a.edits] == pytest.approx([e.score for e in b.edits], abs=1e-4)
     assert a.prob_target == pytest.approx(b.prob_target, abs=1e-5)
+
+
+@pytest.mark.parametrize("scale", [1.0, 30.0, 3000.0])  # 3000: logits far apart, the factorised sum underflows
+def test_closed_form_factorised_scores_equal_direct_scores(scale: float) -> None:
+    from xcorr_scc_counterfactual.search import _ClosedForm
+
+    g = torch.Generator().manual_seed(3)
+    hw, n, d, c = 9, 4 * 9, 6, 5
+    cur, dcells = torch.randn(hw, d, generator=g), torch.randn(n, d, generator=g)
+    weight, bias = scale * torch.randn(c, d, generator=g), torch.randn(c, generator=g)
+    sc = _ClosedForm(weight, bias, cur, dcells, target=2, chunk=7)
+    ci, cj = torch.arange(hw).repeat_interleave(n), torch.arange(n).repeat(hw)
+    for step in range(3):  # also after edits, which change z and wq
+        direct = sc._score_direct(ci, cj)
+        fast = sc.score(ci, cj)
+        assert torch.isfinite(direct).all()
+        assert torch.allclose(fast, direct, rtol=1e-5, atol=1e-5 * scale)
+        # by hand: the log-softmax of the edited map's logits at the target
+        i, j = int(ci[5 * step + 1]), int(cj[5 * step + 1])
+        edited = cur.clone()
+        edited[i] = dcells[j]
+        ref = torch.log_softmax(edited.mean(0) @ weight.T + bias, 0)[2]
+        assert math.isclose(float(fast[5 * step + 1]), float(ref), rel_tol=1e-4, abs_tol=1e-4 * scale)
+        sc.apply(i, j)
+        cur = edited

@@ -95,7 +95,13 @@ def _check_inputs(query: torch.Tensor, distractors: torch.Tensor) -> None:
 
 class _ClosedForm:
     """Scores for g = pooling + linear. Keeps the current logits ``z`` and the per-cell logit
-    contributions ``Q W^T / hw``; an edit i <- j updates both in O(C)."""
+    contributions ``Q W^T / hw``; an edit i <- j updates both in O(C).
+
+    The log-sum-exp over classes of every (query cell i, distractor cell j) pair factorises:
+    ``sum_c exp(a_ic + b_jc) = (exp(a) exp(b)^T)_ij`` with ``a = z - wq`` `[hw, C]` and ``b = wd``
+    `[N, C]`, so one `[hw, C] x [C, N]` product in float64 (max-shifted) scores all ``hw * N`` pairs
+    at once; ``exp(b)`` is fixed for the whole search. Where that product underflows, the pairs are
+    scored directly (`_score_direct`)."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, cur: torch.Tensor, dcells: torch.Tensor, target: int,
                  chunk: int) -> None:
@@ -106,8 +112,22 @@ class _ClosedForm:
         b = bias.to(dcells.dtype) if bias is not None else 0.0
         self.z = self.wq.sum(0) + b  # current logits [C]
         self.target, self.chunk = target, chunk
+        wd64 = self.wd.double()
+        self._mb = wd64.amax(dim=1)  # [N]
+        self._eb_t = torch.exp(wd64 - self._mb[:, None]).T.contiguous()  # [C, N]
+        self._bt = wd64[:, target]  # [N]
 
     def score(self, ci: torch.Tensor, cj: torch.Tensor) -> torch.Tensor:
+        a = self.z.double() - self.wq.double()  # [hw, C]
+        ma = a.amax(dim=1)
+        s = torch.exp(a - ma[:, None]) @ self._eb_t  # [hw, N]
+        if not bool((s > 0).all()):  # underflow (logit ranges beyond ~700): the direct path
+            return self._score_direct(ci, cj)
+        lp = (a[:, self.target] - ma)[:, None] + (self._bt - self._mb)[None, :] - torch.log(s)
+        return lp[ci, cj].to(self.z.dtype)
+
+    def _score_direct(self, ci: torch.Tensor, cj: torch.Tensor) -> torch.Tensor:
+        """Each pair's logits built and reduced, in chunks of ``chunk`` pairs (the reference)."""
         out = torch.empty(len(ci), dtype=self.z.dtype, device=self.z.device)
         for s in range(0, len(ci), self.chunk):
             z = self.z + self.wd[cj[s:s + self.chunk]] - self.wq[ci[s:s + self.chunk]]
