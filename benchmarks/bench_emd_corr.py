@@ -7,7 +7,10 @@ In one run, one query against N = 50 candidates of 2048x7x7 (post-ReLU random fe
     POT's criterion (marginal error < 1e-9);
   * the naive baseline: a loop over candidates computing the same weights and cost and
     calling ``ot.sinkhorn`` (POT's default stopThr 1e-9) per candidate;
-  * one ResNet-50 forward pass at 224 px (batch 1), as the yardstick of the issue.
+  * one ResNet-50 forward pass at 224 px (batch 1), as the yardstick of the issue;
+  * the cells layout (candidates as unit cells x channels, prepared once by the store, float32 and
+    float16 as stored) against the cost-matrix floor: the 50 cosine matrices as one product over
+    unit vectors laid out contiguously, and the score difference float16 storage makes.
 Then, in a fresh process, 64 queries x 50 candidates: queries/s and peak extra memory.
 Prints JSON.
 """
@@ -29,7 +32,8 @@ import torchvision
 sys.path.insert(0, str(Path(__file__).parent))
 from _timing import median_seconds  # noqa: E402
 
-from xcorr_emd_corr import emd_corr_scores  # noqa: E402
+import xcorr_core as xc  # noqa: E402
+from xcorr_emd_corr import emd_corr_scores, emd_corr_scores_cells  # noqa: E402
 
 
 def naive_scores(q: torch.Tensor, cands: torch.Tensor, eps: float = 0.05, L: int = 5) -> torch.Tensor:
@@ -83,7 +87,12 @@ def main() -> None:
         with torch.no_grad():
             r50(img)
 
+    cells = xc.CellMaps.from_maps(cands[None])
+    half = cells.model_copy(update={"unit": cells.unit.half().float()})  # as read from a float16 cells store
+    unit, q_unit = cells.unit[0], torch.nn.functional.normalize(q.flatten(1), dim=0)  # [50, 49, 2048], [2048, 49]
     t = median_seconds({
+        "cost_matrix_floor": lambda: torch.matmul(unit, q_unit),
+        "emd_corr_cells": lambda: emd_corr_scores_cells(q[None], cells),
         "emd_corr_authors_rule": lambda: emd_corr_scores(q, cands),
         "emd_corr_pot_criterion": lambda: emd_corr_scores(q, cands, stop="marginal", tol=1e-9, max_iter=1000),
         "naive_pot_loop": lambda: naive_scores(q, cands),
@@ -95,7 +104,17 @@ def main() -> None:
     top20 = lambda s: s.argsort(descending=True)[:20].tolist()  # noqa: E731
     batch = json.loads(subprocess.run([sys.executable, __file__, "--batch-only"], capture_output=True, text=True, check=True).stdout)
     ms = {k: round(v * 1000, 2) for k, v in t.items()}
+    cell_scores = emd_corr_scores_cells(q[None], cells).scores[0]
+    half_scores = emd_corr_scores_cells(q[None], half).scores[0]
     print(json.dumps({
+        "cells_layout": {"ms_cells": ms["emd_corr_cells"], "ms_maps": ms["emd_corr_authors_rule"], "ms_floor": ms["cost_matrix_floor"],
+                         "cells_vs_floor": round(t["emd_corr_cells"] / t["cost_matrix_floor"], 2),
+                         "maps_vs_floor": round(t["emd_corr_authors_rule"] / t["cost_matrix_floor"], 2),
+                         "max_abs_score_diff_cells_vs_maps": float((cell_scores - fast).abs().max()),
+                         "float16_store_max_abs_score_diff": float((half_scores - cell_scores).abs().max()),
+                         "float16_store_max_rel_score_diff": float(((half_scores - cell_scores).abs() / cell_scores.abs()).max()),
+                         "float16_store_same_order": cell_scores.argsort(descending=True).tolist() == half_scores.argsort(descending=True).tolist(),
+                         "float16_store_top20_identical": top20(half_scores) == top20(cell_scores)},
         "one_query": {"N": 50, "features": [2048, 7, 7], "ms": ms,
                       "speedup_vs_naive_authors_rule": round(t["naive_pot_loop"] / t["emd_corr_authors_rule"], 1),
                       "speedup_vs_naive_pot_criterion": round(t["naive_pot_loop"] / t["emd_corr_pot_criterion"], 1),

@@ -179,3 +179,53 @@ def test_plugins_name_models_for_specs(tiny_model) -> None:
     assert pipe.model is tiny_model
     with pytest.raises(xc.ConfigError, match="tiny_test_model"):
         xc.Pipeline({"features": {"model": "no_such_model"}})
+
+
+class BestCellReRanker(xc.ReRanker):
+    """Score = the best cosine between any query cell and any candidate cell; reads maps or cells."""
+
+    name = "test_best_cell"
+    summary = "max cell cosine"
+    cells_calls = 0
+
+    def rerank(self, query: torch.Tensor, candidates: torch.Tensor) -> xc.Ranking:
+        return self._ranking(xc.CellMaps.from_maps(query).unit, xc.CellMaps.from_maps(candidates).unit)
+
+    def rerank_cells_many(self, queries: torch.Tensor, cells: xc.CellMaps) -> list[xc.Ranking]:
+        BestCellReRanker.cells_calls += 1
+        assert cells.unit.ndim == 4 and cells.unit.shape[:2] == (queries.shape[0], cells.norms.shape[1])
+        return [self._ranking(xc.CellMaps.from_maps(q).unit, cells.unit[i]) for i, q in enumerate(queries)]
+
+    @staticmethod
+    def _ranking(q: torch.Tensor, c: torch.Tensor) -> xc.Ranking:
+        sim = c @ q.T  # [N, HWc, HWq]
+        scores = sim.flatten(1).amax(1)
+        best = sim.flatten(1).argmax(1)
+        pairs = torch.stack([best % q.shape[0], best // q.shape[0]], 1)[:, None]
+        return xc.Ranking(order=torch.argsort(scores, descending=True, stable=True), scores=scores, pairs=pairs,
+                          weights=scores[:, None])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_cells_layout_gives_the_maps_layout_result(tiny_model, tiny_birds, dtype: str) -> None:
+    mod = types.ModuleType("cells_rr")
+    mod.register_rerankers = xc.hookimpl(lambda register: register(BestCellReRanker))
+    xc.register_plugin(mod, name="cells_rr")
+    train, test = tiny_birds
+    spec = {"shortlist": 20, "decision": {"k": 5}, "features": {"batch_size": 16}, "rerankers": [{"name": "test_best_cell"}]}
+    auto = xc.Pipeline({**spec, "maps": {"dtype": dtype}}, model=tiny_model).fit(train, progress=False)
+    assert auto.store is not None and auto.store.layout == "cells"  # every re-ranker reads cells
+    BestCellReRanker.cells_calls = 0
+    a = auto.run(test, progress=False).methods["test_best_cell"]
+    assert BestCellReRanker.cells_calls == (len(test) + 15) // 16
+    maps = xc.Pipeline({**spec, "maps": {"layout": "maps", "dtype": "float32"}}, model=tiny_model).fit(train, progress=False)
+    assert maps.store is not None and maps.store.layout == "maps"
+    b = maps.run(test, progress=False).methods["test_best_cell"]
+    assert BestCellReRanker.cells_calls == (len(test) + 15) // 16  # the maps layout used rerank()
+    tol = 1e-6 if dtype == "float32" else 2e-3
+    pos = torch.arange(0, len(train), 7)
+    assert torch.allclose(auto.store.get_cells(pos).unit, maps.store.get_cells(pos).unit, atol=tol)
+    if dtype == "float32":
+        assert torch.equal(a.predictions, b.predictions) and torch.equal(a.neighbour_ids, b.neighbour_ids)
+    else:
+        assert (a.predictions == b.predictions).float().mean() >= 0.9

@@ -28,6 +28,7 @@ from .spec import ComponentSpec, PipelineSpec
 from .registry import components, create, get_class, plugins, register_plugin, reload_plugins
 from .results import Explanation, Matches, MethodResult, MetricResult, Ranking, RunResult, Tensor, TensorModel
 from .store import SpatialStore
+from .cells import CellMaps
 
 __all__ = [
     "__version__",
@@ -36,7 +37,7 @@ __all__ = [
     "Component", "Explainer", "Matcher", "ReRanker", "Metric", "Case", "StrictConfig", "ComponentInfo", "PluginInfo",
     "Ranking", "Matches", "Explanation", "MetricResult", "Tensor", "TensorModel",
     "FeatureExtractor", "Features", "layer_names",
-    "GalleryIndex", "SearchResult", "SpatialStore",
+    "GalleryIndex", "SearchResult", "SpatialStore", "CellMaps",
     "Pipeline", "PipelineSpec", "ComponentSpec", "RunResult", "MethodResult",
     "KNNClassifier", "KNNPrediction", "NeighbourExplanation", "majority_vote",
     "XcorrError", "ConfigError", "UnknownComponentError", "InputError", "IndexFileError", "LayerNotFoundError", "PluginLoadError",

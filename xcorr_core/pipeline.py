@@ -206,6 +206,14 @@ class Pipeline:
         return p.device if p is not None else torch.device("cpu")
 
     # -- gallery ----------------------------------------------------------------------
+    def _map_layout(self) -> str:
+        """The store layout: the spec's, or with ``auto`` cells when every re-ranker reads cells."""
+        want = self.spec.maps.layout
+        if want != "auto":
+            return want
+        every = all(callable(getattr(rr, "rerank_cells_many", None)) for _, rr in self._built.rerankers)
+        return "cells" if every and self._built.rerankers else "maps"
+
     def fit(self, gallery: Any, *, labels: torch.Tensor | None = None, progress: bool | None = None) -> "Pipeline":
         """Index ``gallery`` (a Dataset of ``(image, label)``); store its spatial maps if re-rankers need them."""
         if _length(gallery, "gallery") == 0:
@@ -231,7 +239,7 @@ class Pipeline:
                     maps = feats.maps[f.spatial_layer]
                     if store is None:
                         store = SpatialStore.create(self.work_dir / "gallery_maps", len(gallery), tuple(maps.shape[1:]),
-                                                    layer=f.spatial_layer or "")
+                                                    layer=f.spatial_layer or "", layout=self._map_layout(), dtype=self.spec.maps.dtype)
                     store.write(start, maps)
             vecs = torch.cat(pooled)
             if vecs.shape[0] != len(gallery):
@@ -343,10 +351,21 @@ class Pipeline:
         rankings: dict[int, Ranking] = {}
         dev = qmaps.device
         many = getattr(rr, "rerank_many", None)
-        step = self.spec.features.batch_size if callable(many) else 1
+        # a re-ranker that reads cells gets them straight from a store in the cells layout
+        cells_many = getattr(rr, "rerank_cells_many", None) if getattr(self.store, "layout", "maps") == "cells" else None
+        step = self.spec.features.batch_size if callable(many) or callable(cells_many) else 1
         who = _owner("reranker", rname, rr)  # for error messages; looked up once, not per query
+        n_short = res.positions.shape[1]
         for s0 in tqdm(range(0, nq, step), desc=rname, disable=(None if progress is None else not progress), leave=False):
             idx = list(range(s0, min(nq, s0 + step)))
+            if callable(cells_many):
+                cells = self.store.get_cells(res.positions[idx].flatten(), device=dev).unflatten((len(idx), n_short))
+                out = cells_many(qmaps[idx].float(), cells)
+                if not isinstance(out, (list, tuple)) or len(out) != len(idx):
+                    raise ComponentOutputError(f"{who}: rerank_cells_many returned "
+                                               f"{len(out) if isinstance(out, (list, tuple)) else type(out).__name__} rankings for {len(idx)} queries")
+                self._keep_rankings(idx, out, n_short, who, res, order_ids, order_labels, order_scores, rankings, k)
+                continue
             cands = self.store.get(res.positions[idx].flatten(), device=dev).unflatten(0, (len(idx), -1))
             if callable(many):
                 out = many(qmaps[idx].float(), cands)
@@ -355,16 +374,22 @@ class Pipeline:
                                                f"{len(out) if isinstance(out, (list, tuple)) else type(out).__name__} rankings for {len(idx)} queries")
             else:
                 out = [rr.rerank(qmaps[i].float(), cands[j]) for j, i in enumerate(idx)]
-            for i, ranking in zip(idx, out):
-                ranking = _check_ranking(ranking, cands.shape[1], who)
-                top = ranking.order[:k].cpu()
-                order_ids[i], order_labels[i] = res.ids[i][top], res.labels[i][top]
-                order_scores[i] = ranking.scores.cpu()[top]
-                rankings[i] = ranking.to("cpu")
+            self._keep_rankings(idx, out, cands.shape[1], who, res, order_ids, order_labels, order_scores, rankings, k)
         pred, votes = majority_vote(order_labels, self.num_classes, self.spec.decision.tie_break)
         return _Decisions(method=rname, predictions=pred, confidences=votes.float() / k, ids=order_ids, labels=order_labels,
                           scores=order_scores, rankings=rankings, shortlist_ids=res.ids.cpu(), shortlist_scores=res.scores.cpu(),
                           grid=tuple(self.store.map_shape[1:]), seconds=time.perf_counter() - t0)
+
+    @staticmethod
+    def _keep_rankings(idx: list[int], out: Any, n: int, who: str, res: Any, order_ids: torch.Tensor, order_labels: torch.Tensor,
+                       order_scores: torch.Tensor, rankings: dict[int, Ranking], k: int) -> None:
+        """Check each query's ranking of its ``n`` candidates and keep its top ``k``."""
+        for i, ranking in zip(idx, out):
+            ranking = _check_ranking(ranking, n, who)
+            top = ranking.order[:k].cpu()
+            order_ids[i], order_labels[i] = res.ids[i][top], res.labels[i][top]
+            order_scores[i] = ranking.scores.cpu()[top]
+            rankings[i] = ranking.to("cpu")
 
     @staticmethod
     def _case(d: "_Decisions", i: int, targets: torch.Tensor) -> Case:

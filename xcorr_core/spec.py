@@ -68,6 +68,15 @@ class IndexSpec(StrictConfig):
                 "refine": self.refine, "ef_construction": self.ef_construction}
 
 
+class MapStoreSpec(StrictConfig):
+    """How the gallery's spatial maps are stored for the re-rankers (`SpatialStore`)."""
+
+    layout: Literal["auto", "maps", "cells"] = Field(
+        "auto", description="'cells': unit cells x channels prepared once (what patch-matching re-rankers read); 'maps': as "
+                            "extracted; 'auto': cells when every re-ranker reads cells (rerank_cells_many), else maps")
+    dtype: Literal["float16", "float32"] = Field("float16", description="storage of maps / unit cells (float16: half the bytes)")
+
+
 class DecisionSpec(StrictConfig):
     """Majority vote over the top k (k = 20 in the EMD/CHM-Corr paper)."""
 
@@ -89,6 +98,7 @@ class PipelineSpec(StrictConfig):
     features: FeatureSpec = Field(default_factory=FeatureSpec)
     index: IndexSpec = Field(default_factory=IndexSpec)
     shortlist: StrictInt = Field(50, ge=1, description="candidates re-rankers see (N)")
+    maps: MapStoreSpec = Field(default_factory=MapStoreSpec)
     rerankers: list[ComponentSpec] = Field(default_factory=list)
     all_rerankers: StrictBool = Field(False, description="also run every installed re-ranker with its default config "
                                                     "(except those whose class sets auto = False)")

@@ -140,3 +140,52 @@ def test_mcnemar_exact_by_hand() -> None:
     assert mcnemar_exact(0, 5) == pytest.approx(2 / 32)
     assert mcnemar_exact(3, 3) == 1.0 and mcnemar_exact(0, 0) == 1.0
     assert mcnemar_exact(1, 9) == pytest.approx(2 * 11 / 1024)
+
+
+def test_cells_path_equals_the_pot_reference() -> None:
+    from xcorr_emd_corr import emd_corr_scores_cells
+
+    q, cands = _maps(1, seed=1)[0], _maps(12, seed=2)
+    cands[3, :, 1, 2] = 0  # a zero candidate cell
+    out = emd_corr_scores_cells(q[None], xc.CellMaps.from_maps(cands[None]), eps=0.05, stop="marginal", tol=1e-12, max_iter=100000)
+    for i in range(12):
+        score, top = _reference(q.numpy(), cands[i].numpy(), 0.05, 5) if i != 3 else (None, None)
+        if score is not None:
+            assert float(out.scores[0, i]) == pytest.approx(score, rel=1e-6)
+            assert set((out.pairs[0, i, :, 0] * 9 + out.pairs[0, i, :, 1]).tolist()) == set(top.tolist())
+
+
+@given(st.integers(0, 500), st.integers(1, 3), st.integers(1, 9), st.booleans())
+def test_cells_path_equals_maps_path(seed: int, g: int, n: int, clamp: bool) -> None:
+    from xcorr_emd_corr import emd_corr_scores_cells
+
+    q = _maps(g, c=8, h=2, w=3, seed=seed).float()
+    cands = _maps(g * n, c=8, h=2, w=3, seed=seed + 1).float().unflatten(0, (g, n))
+    a = emd_corr_scores(q, cands, clamp_negative=clamp)
+    b = emd_corr_scores_cells(q, xc.CellMaps.from_maps(cands), clamp_negative=clamp)
+    torch.testing.assert_close(b.scores, a.scores, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(b.solver.plan, a.solver.plan, rtol=1e-4, atol=1e-6)
+
+
+def test_cells_path_bad_inputs() -> None:
+    from xcorr_emd_corr import emd_corr_scores_cells
+
+    cells = xc.CellMaps.from_maps(torch.rand(2, 5, 8, 3, 3))
+    with pytest.raises(xc.InputError, match="G, C, H, W"):
+        emd_corr_scores_cells(torch.rand(8, 3, 3), cells)
+    with pytest.raises(xc.InputError, match="unit"):
+        emd_corr_scores_cells(torch.rand(2, 7, 3, 3), cells)
+    with pytest.raises(xc.InputError, match="unit"):
+        emd_corr_scores_cells(torch.rand(1, 8, 3, 3), cells)
+
+
+def test_pipeline_reads_cells_and_decides_as_with_maps(tmp_path) -> None:
+    birds = xc.data.SynthBirds("train", per_class=4, num_classes=6, progress=False)
+    test = xc.data.SynthBirds("test", per_class=2, num_classes=6, progress=False)
+    model = xc.models.load_pretrained("birds")
+    spec = {"shortlist": 12, "decision": {"k": 5}, "rerankers": [{"name": "emd_corr"}], "explainers": []}
+    cells = xc.Pipeline({**spec, "maps": {"dtype": "float32"}}, model=model, work_dir=tmp_path / "c").fit(birds, progress=False)
+    maps = xc.Pipeline({**spec, "maps": {"layout": "maps", "dtype": "float32"}}, model=model, work_dir=tmp_path / "m").fit(birds, progress=False)
+    assert cells.store.layout == "cells" and maps.store.layout == "maps"
+    a, b = cells.run(test, progress=False).methods["emd_corr"], maps.run(test, progress=False).methods["emd_corr"]
+    assert torch.equal(a.predictions, b.predictions) and torch.equal(a.neighbour_ids, b.neighbour_ids)

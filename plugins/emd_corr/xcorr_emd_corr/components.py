@@ -11,7 +11,7 @@ import xcorr_core as xc
 from xcorr_core.knn import NeighbourExplanation, explain_reranked, support_neighbours
 from xcorr_core.validation import check_tensor
 
-from .emd import emd_corr_scores
+from .emd import emd_corr_scores, emd_corr_scores_cells
 
 __all__ = ["EMDCorrReRanker", "EMDCorrExplainer", "ExplanationDiversity"]
 
@@ -57,6 +57,14 @@ class EMDCorrReRanker(xc.ReRanker):
     def rerank_many(self, queries: torch.Tensor, candidates: torch.Tensor) -> list[xc.Ranking]:
         """Many queries at once: ``queries`` `[Q, C, H, W]`, ``candidates`` `[Q, N, C, H, W]`."""
         return self._rankings(self._scores(queries, candidates))
+
+    def rerank_cells_many(self, queries: torch.Tensor, cells: xc.CellMaps) -> list[xc.Ranking]:
+        """Many queries against candidates stored as cells: ``queries`` `[Q, C, H, W]`, ``cells`` with
+        unit `[Q, N, HW, C]` (a store in the ``cells`` layout; see `emd_corr_scores_cells`)."""
+        c = self.config
+        return self._rankings(emd_corr_scores_cells(queries, cells, eps=c.eps, pairs=c.pairs, max_iter=c.max_iter, tol=c.tol,
+                                                    stop=c.stop, clamp_negative=c.clamp_negative_weights, weight_eps=c.weight_eps,
+                                                    solver=c.solver))
 
     @staticmethod
     def _rankings(out: Any) -> list[xc.Ranking]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 from pydantic import BaseModel, ConfigDict
 
+from xcorr_core.cells import CellMaps
 from xcorr_core.errors import InputError
 from xcorr_core.validation import check_same_device, check_tensor
 
@@ -25,7 +26,7 @@ from typing import Literal
 
 from .sinkhorn import SinkhornResult, StopRule, sinkhorn
 
-__all__ = ["patch_weights", "patch_similarity", "emd_corr_scores", "EMDCorrOutput"]
+__all__ = ["patch_weights", "patch_similarity", "emd_corr_scores", "emd_corr_scores_cells", "EMDCorrOutput"]
 
 
 def _denominator(query: torch.Tensor, mean_g: torch.Tensor) -> torch.Tensor:
@@ -172,11 +173,53 @@ def emd_corr_scores(query: torch.Tensor, cands: torch.Tensor, *, eps: float = 0.
     raw, ng, mean_g = _pass_over_candidates(q, g, chunk)
     a, b = _weights_from_raw(q, raw, mean_g, clamp_negative, weight_eps)
     sim = _similarity_from_raw(q, raw, ng)
+    return _flows_and_scores(a, b, sim, eps=eps, L=L, max_iter=max_iter, tol=tol, stop=stop, solver=solver)
+
+
+def _flows_and_scores(a: torch.Tensor, b: torch.Tensor, sim: torch.Tensor, *, eps: float, L: int, max_iter: int, tol: float,
+                      stop: StopRule, solver: Literal["auto", "scaling", "log"]) -> EMDCorrOutput:
+    """Sinkhorn flows between masses ``a`` `[G, P, HWq]` and ``b`` `[G, P, HWc]` at cost ``1 - sim``, and the top-L score."""
     for name, t in (("query", a), ("candidates", b), ("query/candidates", sim)):
         if not bool(torch.isfinite(t).all()):
             raise InputError(f"{name} features contain NaN/inf")
+    hwc = sim.shape[-1]
     sol = sinkhorn(a, b, 1.0 - sim, eps, max_iter=max_iter, tol=tol, stop=stop, method=solver)
     flows, idx = sol.plan.flatten(2).topk(L, dim=-1)  # [G, P, L]
     sims = sim.flatten(2).gather(-1, idx)
     out_pairs = torch.stack([idx // hwc, idx % hwc], dim=-1)
     return EMDCorrOutput(scores=(flows * sims).sum(-1), pairs=out_pairs, flows=flows, similarities=sims, solver=sol)
+
+
+def emd_corr_scores_cells(query: torch.Tensor, cells: CellMaps, *, eps: float = 0.05, pairs: int = 5, max_iter: int = 100,
+                          tol: float = 0.1, stop: StopRule = "authors", clamp_negative: bool = False, weight_eps: float = 1e-5,
+                          solver: Literal["auto", "scaling", "log"] = "auto") -> EMDCorrOutput:
+    """`emd_corr_scores` with candidates given as `CellMaps` (unit `[G, P, HWc, C]`, norms, means), as a
+    store in the ``cells`` layout keeps them.
+
+    One batched product of the candidates' unit cells with the query's unit cells and its mean vector
+    `[C, HWq + 1]` gives every cosine and, times the cell norms, every candidate weight numerator
+    ``g_s . mean(q)``; the query weight numerators ``q_m . mean(g)`` come from the stored means. No
+    transpose or normalisation of the candidates; equal to `emd_corr_scores` up to float rounding.
+    """
+    if query.ndim != 4:
+        raise InputError(f"query must be [G, C, H, W], got {list(query.shape)}")
+    check_tensor("query", query, ndim=4, floating=True, non_empty=True)
+    unit, norms, mean_g = cells.unit, cells.norms, cells.mean
+    if unit.ndim != 4 or unit.shape[0] != query.shape[0] or unit.shape[-1] != query.shape[1]:
+        raise InputError(f"queries {list(query.shape)} need cells with unit [G, P, HW, C], got {list(unit.shape)}")
+    check_same_device(query=query, candidates=unit)
+    q = query.flatten(2)  # [G, C, HWq]
+    hwq, hwc = q.shape[-1], unit.shape[-2]
+    L = min(pairs, hwq * hwc)
+    if L < 1:
+        raise InputError(f"pairs must be >= 1, got {pairs}")
+    nq = q.square().sum(1).sqrt().clamp_min(1e-12)  # [G, HWq]
+    mq = q.mean(-1)  # [G, C]
+    rhs = torch.cat([q / nq[:, None], mq[:, :, None]], dim=2)  # [G, C, HWq + 1]
+    prod = unit @ rhs[:, None]  # [G, P, HWc, HWq + 1]
+    sim = prod[..., :hwq].transpose(-1, -2)  # [G, P, HWq, HWc]
+    denom = (mq.norm(dim=-1)[:, None] * mean_g.norm(dim=-1) * hwq).clamp_min(1e-12)[..., None]  # [G, P, 1]
+    a = (mean_g @ q) / denom  # q_m . mean(g): [G, P, HWq]
+    b = prod[..., hwq] * norms / denom  # g_s . mean(q) = |g_s| (u_s . mean(q)): [G, P, HWc]
+    a, b = _normalise_masses(a, clamp_negative, weight_eps), _normalise_masses(b, clamp_negative, weight_eps)
+    return _flows_and_scores(a, b, sim, eps=eps, L=L, max_iter=max_iter, tol=tol, stop=stop, solver=solver)
