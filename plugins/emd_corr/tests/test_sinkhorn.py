@@ -102,3 +102,41 @@ def test_errors() -> None:
         sinkhorn_log(a, b, bad, 0.1)
     with pytest.raises(InputError, match="stop"):
         sinkhorn_log(a, b, cost, 0.1, stop="never")  # type: ignore[arg-type]
+
+
+def test_marginal_rule_has_its_own_default_and_rejects_tolerances_that_stop_at_once() -> None:
+    from xcorr_emd_corr.sinkhorn import DEFAULT_TOL
+
+    g = torch.Generator().manual_seed(4)
+    n = 49  # a 7 x 7 grid: masses about 1/49, all below the authors' 0.1
+    a = torch.rand(1, 1, n, generator=g, dtype=torch.float64) + 0.5
+    b = torch.rand(1, 1, n, generator=g, dtype=torch.float64) + 0.5
+    a, b = a / a.sum(), b / b.sum()
+    cost = torch.rand(1, 1, n, n, generator=g, dtype=torch.float64)
+    for solver in (sinkhorn_scaling, sinkhorn_log):
+        with pytest.raises(InputError, match="largest mass"):
+            solver(a, b, cost, 0.05, stop="marginal", tol=0.1)
+        out = solver(a, b, cost, 0.05, stop="marginal", max_iter=1000)  # the rule's own default
+        row_err = float((out.plan.sum(-1) - a).abs().max())
+        assert DEFAULT_TOL["marginal"] == 1e-6 and row_err < 1e-6 and int(out.iterations[0]) > 1 and bool(out.converged[0])
+        ref = ot.sinkhorn(a[0, 0].numpy(), b[0, 0].numpy(), cost[0, 0].numpy(), 0.05, stopThr=1e-12, numItermax=100000)
+        assert np.abs(out.plan[0, 0].numpy() - ref).max() < 1e-5
+        # the authors' rule keeps 0.1 as its default, as their code
+        assert int(solver(a, b, cost, 0.05).iterations[0]) == int(solver(a, b, cost, 0.05, tol=0.1).iterations[0])
+    with pytest.raises(InputError, match="tol must be > 0"):
+        sinkhorn(a, b, cost, 0.05, tol=0.0)
+
+
+def test_reranker_marginal_rule_does_not_stop_at_once() -> None:
+    import xcorr_core as xc
+
+    rr = xc.create("reranker", "emd_corr", stop="marginal")
+    assert rr.config.tol is None
+    g = torch.Generator().manual_seed(0)
+    q, c = torch.rand(16, 7, 7, generator=g), torch.rand(6, 16, 7, 7, generator=g)
+    from xcorr_emd_corr import emd_corr_scores
+
+    out = emd_corr_scores(q, c, stop="marginal")
+    assert int(out.solver.iterations[0]) > 2
+    ranking = rr.rerank(q, c)
+    torch.testing.assert_close(ranking.scores, out.scores[0])

@@ -30,7 +30,8 @@ class EMDCorrReRanker(xc.ReRanker):
         eps: float = Field(0.05, gt=0, allow_inf_nan=False, description="entropic regularisation; K = exp(-(1 - sim) / eps) (authors: 0.05)")
         pairs: int = Field(5, ge=1, description="L: the largest flows that make the score (paper: 5)")
         max_iter: int = Field(100, ge=1, description="Sinkhorn iteration cap (authors: 100)")
-        tol: float = Field(0.1, gt=0, description="tolerance of the stopping rule (authors: 0.1 on mean |r - r_prev|)")
+        tol: float | None = Field(None, gt=0, description="tolerance of the stopping rule; None: the rule's own default (authors: 0.1 "
+                                                          "on mean |r - r_prev|, as their code; marginal: 1e-6 on the row-marginal error)")
         stop: Literal["authors", "marginal"] = Field("authors", description="'authors': mean |r - r_prev| over a query's candidates; "
                                                                              "'marginal': every problem's row-marginal error")
         clamp_negative_weights: bool = Field(False, description="clamp negative patch weights to 0 (DeepFace-EMD); the authors' code does not")

@@ -128,7 +128,7 @@ class EMDCorrOutput(BaseModel):
 
 
 def emd_corr_scores(query: torch.Tensor, cands: torch.Tensor, *, eps: float = 0.05, pairs: int = 5, max_iter: int = 100,
-                    tol: float = 0.1, stop: StopRule = "authors", clamp_negative: bool = False, weight_eps: float = 1e-5,
+                    tol: float | None = None, stop: StopRule = "authors", clamp_negative: bool = False, weight_eps: float = 1e-5,
                     chunk: int = 256, solver: Literal["auto", "scaling", "log"] = "auto") -> EMDCorrOutput:
     """EMD-Corr scores of candidates against queries.
 
@@ -137,7 +137,7 @@ def emd_corr_scores(query: torch.Tensor, cands: torch.Tensor, *, eps: float = 0.
         cands: `[N, C, H, W]` (with a 3-D query) or `[G, N, C, H, W]`.
         eps: entropic regularisation of the Sinkhorn solve.
         max_iter: Sinkhorn iteration cap.
-        tol: tolerance of the stopping rule.
+        tol: tolerance of the stopping rule (None: the rule's default, `sinkhorn.DEFAULT_TOL`).
         stop: ``"authors"`` or ``"marginal"`` (see `sinkhorn.sinkhorn_log`).
         solver: ``"scaling"``, ``"log"`` or ``"auto"`` (scaling unless K would underflow).
         pairs: L, the number of largest flows that make the score.
@@ -176,7 +176,7 @@ def emd_corr_scores(query: torch.Tensor, cands: torch.Tensor, *, eps: float = 0.
     return _flows_and_scores(a, b, sim, eps=eps, L=L, max_iter=max_iter, tol=tol, stop=stop, solver=solver)
 
 
-def _flows_and_scores(a: torch.Tensor, b: torch.Tensor, sim: torch.Tensor, *, eps: float, L: int, max_iter: int, tol: float,
+def _flows_and_scores(a: torch.Tensor, b: torch.Tensor, sim: torch.Tensor, *, eps: float, L: int, max_iter: int, tol: float | None,
                       stop: StopRule, solver: Literal["auto", "scaling", "log"]) -> EMDCorrOutput:
     """Sinkhorn flows between masses ``a`` `[G, P, HWq]` and ``b`` `[G, P, HWc]` at cost ``1 - sim``, and the top-L score."""
     for name, t in (("query", a), ("candidates", b), ("query/candidates", sim)):
@@ -191,7 +191,7 @@ def _flows_and_scores(a: torch.Tensor, b: torch.Tensor, sim: torch.Tensor, *, ep
 
 
 def emd_corr_scores_cells(query: torch.Tensor, cells: CellMaps, *, eps: float = 0.05, pairs: int = 5, max_iter: int = 100,
-                          tol: float = 0.1, stop: StopRule = "authors", clamp_negative: bool = False, weight_eps: float = 1e-5,
+                          tol: float | None = None, stop: StopRule = "authors", clamp_negative: bool = False, weight_eps: float = 1e-5,
                           solver: Literal["auto", "scaling", "log"] = "auto") -> EMDCorrOutput:
     """`emd_corr_scores` with candidates given as `CellMaps` (unit `[G, P, HWc, C]`, norms, means), as a
     store in the ``cells`` layout keeps them.

@@ -13,7 +13,9 @@ Two stopping rules:
 * ``"authors"``: stop a group when the mean |r - r_prev| over its problems and rows
   falls below ``tol`` (their default: 0.1, at most 100 iterations);
 * ``"marginal"``: stop a group when every problem's row-marginal error
-  max_i |sum_j T_ij - a_i| is below ``tol`` (what POT's ``ot.sinkhorn`` checks).
+  max_i |sum_j T_ij - a_i| is below ``tol`` (what POT's ``ot.sinkhorn`` checks). Its default
+  is 1e-6 (`DEFAULT_TOL`): the authors' 0.1 is larger than any patch mass (~1/HW), so that rule
+  would stop after one iteration; a tolerance not below the largest mass is rejected.
 
 Only torch; runs on the inputs' device. No loop over problems: the Python loop is
 over iterations.
@@ -29,9 +31,13 @@ from pydantic import BaseModel, ConfigDict
 from xcorr_core.errors import InputError
 from xcorr_core.validation import check_tensor
 
-__all__ = ["sinkhorn", "sinkhorn_log", "sinkhorn_scaling", "SinkhornResult"]
+__all__ = ["sinkhorn", "sinkhorn_log", "sinkhorn_scaling", "SinkhornResult", "DEFAULT_TOL"]
 
 StopRule = Literal["authors", "marginal"]
+#: each stopping rule's tolerance when none is given: the authors' 0.1 on mean |r - r_prev|; 1e-6 on
+#: the row-marginal error (on SynthBirds features: 66 iterations, scores within 3e-7 of a converged
+#: solve; 0.1 stopped after 1-2 iterations with 19 of the top 20)
+DEFAULT_TOL: dict[str, float] = {"authors": 0.1, "marginal": 1e-6}
 
 
 class SinkhornResult(BaseModel):
@@ -53,7 +59,11 @@ def _log(x: torch.Tensor) -> torch.Tensor:
     return torch.log(x.clamp_min(0))  # log 0 = -inf: zero-mass rows/columns get no flow
 
 
-def _check(a: torch.Tensor, b: torch.Tensor, cost: torch.Tensor, eps: float, max_iter: int, stop: str) -> None:
+def _tol(stop: str, tol: float | None) -> float:
+    return DEFAULT_TOL.get(stop, 0.1) if tol is None else float(tol)
+
+
+def _check(a: torch.Tensor, b: torch.Tensor, cost: torch.Tensor, eps: float, max_iter: int, stop: str, tol: float) -> None:
     check_tensor("cost", cost, ndim=4, floating=True, finite=True, non_empty=True)
     G, P, n, m = cost.shape
     check_tensor("a", a, shape=[G, P, n], floating=True, finite=True)
@@ -66,6 +76,12 @@ def _check(a: torch.Tensor, b: torch.Tensor, cost: torch.Tensor, eps: float, max
         raise InputError(f"max_iter must be >= 1, got {max_iter}")
     if stop not in ("authors", "marginal"):
         raise InputError(f"stop must be 'authors' or 'marginal', got {stop!r}")
+    if not tol > 0:
+        raise InputError(f"tol must be > 0, got {tol}")
+    if stop == "marginal" and a.numel() and tol >= float(a.max()):
+        raise InputError(f"tol={tol:g} is not below the largest mass ({float(a.max()):.3g}): the marginal rule would accept a "
+                         f"plan that misses a whole row and stop at once; use a tolerance well below the masses "
+                         f"(default {DEFAULT_TOL['marginal']:g})")
 
 
 def _iterate(update: Callable[[torch.Tensor], torch.Tensor], groups: int, device: torch.device, max_iter: int,
@@ -84,11 +100,12 @@ def _iterate(update: Callable[[torch.Tensor], torch.Tensor], groups: int, device
     return iters, ~active
 
 
-def sinkhorn(a: torch.Tensor, b: torch.Tensor, cost: torch.Tensor, eps: float, *, max_iter: int = 100, tol: float = 0.1,
+def sinkhorn(a: torch.Tensor, b: torch.Tensor, cost: torch.Tensor, eps: float, *, max_iter: int = 100, tol: float | None = None,
              stop: StopRule = "authors", method: Literal["auto", "scaling", "log"] = "auto") -> SinkhornResult:
     """Dispatch to `sinkhorn_scaling` or `sinkhorn_log` (``"auto"``: scaling unless K would underflow)."""
+    tol = _tol(stop, tol)
     if method == "auto":
-        _check(a, b, cost, eps, max_iter, stop)
+        _check(a, b, cost, eps, max_iter, stop, tol)
         limit = 0.8 * -torch.log(torch.tensor(torch.finfo(cost.dtype).tiny)).item()
         method = "scaling" if float(cost.abs().max()) / eps < limit else "log"
     if method == "scaling":
@@ -99,7 +116,7 @@ def sinkhorn(a: torch.Tensor, b: torch.Tensor, cost: torch.Tensor, eps: float, *
 
 
 def sinkhorn_scaling(a: torch.Tensor, b: torch.Tensor, cost: torch.Tensor, eps: float, *, max_iter: int = 100,
-                     tol: float = 0.1, stop: StopRule = "authors") -> SinkhornResult:
+                     tol: float | None = None, stop: StopRule = "authors") -> SinkhornResult:
     """The authors' iteration as written, batched: r = a / (K c), c = b / (K^T r).
 
     Fast (batched matrix-vector products) but K = exp(-cost / eps) underflows for small
@@ -107,7 +124,8 @@ def sinkhorn_scaling(a: torch.Tensor, b: torch.Tensor, cost: torch.Tensor, eps: 
     r and c, and with them the authors' stopping rule, follow their code exactly.
     Arguments as in `sinkhorn_log`.
     """
-    _check(a, b, cost, eps, max_iter, stop)
+    tol = _tol(stop, tol)
+    _check(a, b, cost, eps, max_iter, stop, tol)
     K = torch.exp(-cost / eps)
     state = {"r": torch.ones_like(a), "c": torch.ones_like(b)}
 
@@ -127,7 +145,7 @@ def sinkhorn_scaling(a: torch.Tensor, b: torch.Tensor, cost: torch.Tensor, eps: 
 
 
 def sinkhorn_log(a: torch.Tensor, b: torch.Tensor, cost: torch.Tensor, eps: float, *, max_iter: int = 100,
-                 tol: float = 0.1, stop: StopRule = "authors") -> SinkhornResult:
+                 tol: float | None = None, stop: StopRule = "authors") -> SinkhornResult:
     """Entropic OT for a batch of problems, in the log domain (safe for any eps).
 
     Args:
@@ -136,10 +154,11 @@ def sinkhorn_log(a: torch.Tensor, b: torch.Tensor, cost: torch.Tensor, eps: floa
         cost: `[G, P, n, m]` costs.
         eps: entropic regularisation (> 0); K = exp(-cost / eps).
         max_iter: iteration cap.
-        tol: tolerance of the stopping rule.
+        tol: tolerance of the stopping rule (None: `DEFAULT_TOL` of ``stop``).
         stop: ``"authors"`` or ``"marginal"`` (see the module docstring).
     """
-    _check(a, b, cost, eps, max_iter, stop)
+    tol = _tol(stop, tol)
+    _check(a, b, cost, eps, max_iter, stop, tol)
     log_k = -cost / eps
     log_a, log_b = _log(a), _log(b)
     state = {"r": torch.zeros_like(a), "c": torch.zeros_like(b)}  # log r, log c
