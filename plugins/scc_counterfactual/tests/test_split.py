@@ -64,3 +64,17 @@ def test_unknown_architecture_and_bad_layers():
     with pytest.raises(xc.InputError, match="embedding"):
         split_model(load_pretrained("herd"), "layer4")
     assert isinstance(split_model(load_pretrained("birds"), "layer4").g, PoolLinear)
+
+
+def test_named_split_presets():
+    from xcorr_scc_counterfactual import SPLIT_PRESETS
+
+    r18 = torchvision.models.resnet18(weights=None, num_classes=7).eval()
+    vgg = torchvision.models.vgg11(weights=None, num_classes=7).eval()
+    assert split_model(r18, "paper").layer == "layer4.0" == SPLIT_PRESETS["paper"]["resnet"]
+    assert split_model(vgg, "paper").layer == "features"
+    closed = split_model(r18, "closed_form")
+    assert closed.layer == "layer4" and closed.linear_head is not None  # g = pooling + linear
+    assert split_model(r18, "paper").linear_head is None  # the paper's g is non-linear
+    with pytest.raises(xc.InputError, match="closed_form"):
+        split_model(vgg, "closed_form")

@@ -73,7 +73,8 @@ class SCCExplainer(xc.Explainer):
     requires: ClassVar[frozenset[str]] = frozenset({"image", "model", "distractors"})
 
     class Config(xc.StrictConfig):
-        layer: str = Field("layer4", description="where f ends (dotted name); the authors cut ResNet-50 at 'layer4.0', VGG-16 at 'features'")
+        layer: str = Field("layer4", description="where f ends (dotted name) or a preset: 'paper' (the authors' cut: ResNet-50 after "
+                                                 "'layer4.0', VGG-16 after 'features'), 'closed_form' (a ResNet after 'layer4', exact fast search)")
         semantic_weight: float = Field(0.4, ge=0, description="lambda of eq. 4 (paper 0.4); 0 = no semantic term")
         temperature: float = Field(0.1, gt=0, description="tau of the non-parametric softmax (paper 0.1)")
         prefilter: float = Field(0.1, gt=0, le=1, description="fraction of candidates kept by L_s (paper 0.1; the authors' config 0.2; 1 = off)")

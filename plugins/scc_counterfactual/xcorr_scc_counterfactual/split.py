@@ -191,21 +191,50 @@ def _vgg_g(model: nn.Module, layer: str) -> nn.Module:
     return _Chain([*list(feats)[k + 1:], model.avgpool, *model.classifier])
 
 
+#: named cuts: ``"paper"`` is the paper's (ResNet-50 after ``layer4.0``, so g = layer4[1:] + pool + fc,
+#: non-linear; VGG-16 after ``features``); ``"closed_form"`` cuts a ResNet after ``layer4``, where g is
+#: pooling + linear and the search is exact in closed form (the plugin's default)
+SPLIT_PRESETS: dict[str, dict[str, str]] = {"paper": {"resnet": "layer4.0", "vgg": "features"},
+                                            "closed_form": {"resnet": "layer4"}}
+
+
+def _family(model: nn.Module) -> str | None:
+    if all(hasattr(model, a) for a in ("layer1", "layer2", "layer3", "layer4", "avgpool", "fc")):
+        return "resnet"
+    if all(hasattr(model, a) for a in ("features", "avgpool", "classifier")):
+        return "vgg"
+    return None
+
+
+def resolve_layer(model: nn.Module, layer: str) -> str:
+    """The layer a preset name (`SPLIT_PRESETS`) stands for on ``model``; other names unchanged."""
+    if layer not in SPLIT_PRESETS:
+        return layer
+    fam = _family(model)
+    if fam not in SPLIT_PRESETS[layer]:
+        known = ", ".join(SPLIT_PRESETS[layer])
+        raise InputError(f"the {layer!r} split is defined for {known} models, not {type(model).__name__}: name the layer")
+    return SPLIT_PRESETS[layer][fam]  # type: ignore[index]
+
+
 def split_model(model: nn.Module, layer: str, g: nn.Module | None = None) -> ModelSplit:
-    """Cut ``model`` after ``layer`` (dotted name) into f and g.
+    """Cut ``model`` after ``layer`` (dotted name, or a preset of `SPLIT_PRESETS`) into f and g.
 
     Args:
         model: a classifier (eval mode) mapping images to logits `[B, C]`.
         layer: where f ends, e.g. ``"layer4"`` (the shipped SmallResNet, 7x7 at 112 px),
-            ``"layer4.0"`` (the authors' ResNet-50 cut, 2048x7x7 at 224 px) or ``"features"`` (VGG-16).
+            ``"layer4.0"`` (the authors' ResNet-50 cut, 2048x7x7 at 224 px) or ``"features"`` (VGG-16);
+            ``"paper"`` picks the paper's cut for a ResNet or a VGG, ``"closed_form"`` a ResNet's ``layer4``.
         g: the decision network from that layer's output to logits, for architectures this function
             does not know; it is used as given.
     """
+    layer = resolve_layer(model, layer)
     f = _LayerFeatures(model, layer)  # validates the layer name
     if g is None:
-        if all(hasattr(model, a) for a in ("layer1", "layer2", "layer3", "layer4", "avgpool", "fc")):
+        fam = _family(model)
+        if fam == "resnet":
             g = _resnet_g(model, layer)
-        elif all(hasattr(model, a) for a in ("features", "avgpool", "classifier")):
+        elif fam == "vgg":
             g = _vgg_g(model, layer)
         else:
             raise InputError(
