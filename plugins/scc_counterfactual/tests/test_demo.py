@@ -14,8 +14,10 @@ def test_demo_section(tmp_path: Path) -> None:
                       birds_train=SynthBirds("train", per_class=6), birds_test={"test": SynthBirds("test", per_class=2)}, herd_test=None)
     (tmp_path / "figures").mkdir()
     sec = scc_section(ctx)
-    assert [r["name"][0] for r in sec.report["table3"]] == ["1", "2", "3", "4", "5"]
-    assert [r["name"][0] for r in sec.report["table3_parts_aux"]] == ["2", "4", "5"]
+    assert [r["name"][:2].strip() for r in sec.report["table3"]] == ["1", "2", "3", "4", "5", "5b"]
+    assert [r["name"][:2].strip() for r in sec.report["table3_parts_aux"]] == ["2", "4", "5", "5b"]
+    rules = [(r["config"]["prefilter_by"], r["config"]["prefilter_rounding"]) for r in sec.report["table3"][4:]]
+    assert rules == [("cosine", "floor"), ("log_softmax", "ceil")]  # row 5 is the authors' rule
     assert [r["config"]["semantic_weight"] for r in sec.report["lambda_sweep"]] == [0.0, 0.1, 0.2, 0.4, 0.8, 1.6]
     assert len(sec.report["table4"]) == 3 and all(len(r["kmeans"]) == 3 for r in sec.report["table4"])
     assert len(sec.report["attributes"]["rows"]) == 3

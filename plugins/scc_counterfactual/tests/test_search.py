@@ -116,7 +116,7 @@ def test_prefilter_keeps_the_global_top_fraction():
     ls = semantic_log_likelihood(uq, ud, 0.1)
     res = search_counterfactual(q, ds, head, _target_not_predicted(head, q, 4), log_semantic=ls, prefilter=0.1, max_edits=1,
                                 linear_head=(head.fc.weight, head.fc.bias))
-    assert res.candidates == math.ceil(0.1 * 16 * 32)
+    assert res.candidates == math.floor(0.1 * 16 * 32)  # the authors' int(...)
     e = res.edits[0]
     threshold = ls.flatten().topk(res.candidates).values.min()
     assert ls[e.query_cell, e.distractor * 16 + e.distractor_cell] >= threshold
@@ -214,3 +214,45 @@ def test_closed_form_factorised_scores_equal_direct_scores(scale: float) -> None
         assert math.isclose(float(fast[5 * step + 1]), float(ref), rel_tol=1e-4, abs_tol=1e-4 * scale)
         sc.apply(i, j)
         cur = edited
+
+
+def test_prefilter_keeps_the_authors_count_and_ranking_by_hand() -> None:
+    from xcorr_scc_counterfactual import prefilter_candidates
+
+    # 2 query cells x 4 distractor cells; 30 % of 8 = 2.4 -> the authors' int keeps 2, ceil 3
+    cos = torch.tensor([[0.9, 0.1, 0.8, 0.2],
+                        [0.3, 0.85, 0.0, 0.05]])
+    assert prefilter_candidates(cos, 0.3).tolist() == [0, 5]  # 0.9 (0, 0) and 0.85 (1, 1), flat i * 4 + j
+    assert prefilter_candidates(cos, 0.3, "ceil").tolist() == [0, 2, 5]  # + 0.8 (0, 2)
+    # the two rankings differ: row 0's cosines are all high (they share its softmax mass), row 1 has one
+    # clear match; by the authors' raw cosine row 0 takes both places, by log-softmax row 1's match wins one
+    cos2 = torch.tensor([[0.90, 0.88, 0.87, 0.86],
+                         [0.50, 0.10, 0.10, 0.10]])
+    assert prefilter_candidates(cos2, 0.25).tolist() == [0, 1]
+    assert prefilter_candidates(torch.log_softmax(cos2 / 0.1, dim=1), 0.25).tolist() == [0, 4]
+    assert prefilter_candidates(cos, 0.01).tolist() == [0]  # at least one
+
+
+def test_prefilter_by_cosine_differs_from_log_softmax_in_search() -> None:
+    from xcorr_scc_counterfactual import semantic_cosine, semantic_log_likelihood
+
+    g = torch.Generator().manual_seed(5)
+    d, h, w, n, c = 4, 2, 2, 3, 3
+    q, ds = torch.randn(d, h, w, generator=g), torch.randn(n, d, h, w, generator=g)
+    aq, ad = torch.randn(3, h, w, generator=g), torch.randn(n, 3, h, w, generator=g)
+    head = PoolLinear(nn.Linear(d, c)).eval()
+    target = (int(head(q[None]).argmax()) + 1) % c
+    cos, ls = semantic_cosine(aq, ad), semantic_log_likelihood(aq, ad, 0.1)
+    kw = dict(log_semantic=ls, semantic_weight=0.0, prefilter=0.3, stop_at_flip=False, max_edits=1)
+    by_cos = search_counterfactual(q, ds, head, target, prefilter_key=cos, **kw)
+    ceil = search_counterfactual(q, ds, head, target, prefilter_key=cos, prefilter_rounding="ceil", **kw)
+    assert by_cos.candidates == int(0.3 * 4 * 12) == 14 and ceil.candidates == 15
+    # the single edit is the best-scoring pair among the kept ones
+    kept = set(prefilter_candidates_ref(cos, 14))
+    e = by_cos.edits[0]
+    assert e.query_cell * 12 + e.distractor * 4 + e.distractor_cell in kept
+
+
+def prefilter_candidates_ref(key: torch.Tensor, keep: int) -> list[int]:
+    flat = key.flatten().tolist()
+    return sorted(range(len(flat)), key=lambda k: -flat[k])[:keep]

@@ -7,13 +7,13 @@ Modules: ``split`` (f | g), ``search`` (the greedy edit search), ``explainer`` (
 """
 from .auxiliary import AuxiliaryModel, PartsDetector, load_auxiliary, load_parts_detector
 from .explainer import Counterfactual, GoyalExplainer, SCCExplainer, counterfactual_from_features, explain_counterfactual
-from .search import Edit, apply_edits, search_counterfactual, semantic_log_likelihood
+from .search import Edit, apply_edits, prefilter_candidates, search_counterfactual, semantic_cosine, semantic_log_likelihood
 from .split import SPLIT_PRESETS, ModelSplit, PoolLinear, split_model
 
 __version__ = "0.1.0"
 __all__ = [
     "split_model", "ModelSplit", "PoolLinear", "SPLIT_PRESETS",
     "SCCExplainer", "GoyalExplainer", "Counterfactual", "explain_counterfactual", "counterfactual_from_features",
-    "search_counterfactual", "semantic_log_likelihood", "apply_edits", "Edit",
+    "search_counterfactual", "semantic_log_likelihood", "semantic_cosine", "prefilter_candidates", "apply_edits", "Edit",
     "AuxiliaryModel", "PartsDetector", "load_auxiliary", "load_parts_detector", "__version__",
 ]

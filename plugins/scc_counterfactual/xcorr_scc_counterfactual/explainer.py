@@ -19,7 +19,7 @@ from xcorr_core.errors import InputError
 from xcorr_core.validation import check_tensor
 
 from .auxiliary import AuxiliaryModel
-from .search import Edit, apply_edits, search_counterfactual, semantic_log_likelihood
+from .search import Edit, apply_edits, search_counterfactual, semantic_cosine
 from .split import ModelSplit, split_model
 
 __all__ = ["Counterfactual", "SCCExplainer", "GoyalExplainer", "explain_counterfactual", "counterfactual_from_features", "edited_features"]
@@ -77,7 +77,11 @@ class SCCExplainer(xc.Explainer):
                                                  "'layer4.0', VGG-16 after 'features'), 'closed_form' (a ResNet after 'layer4', exact fast search)")
         semantic_weight: float = Field(0.4, ge=0, description="lambda of eq. 4 (paper 0.4); 0 = no semantic term")
         temperature: float = Field(0.1, gt=0, description="tau of the non-parametric softmax (paper 0.1)")
-        prefilter: float = Field(0.1, gt=0, le=1, description="fraction of candidates kept by L_s (paper 0.1; the authors' config 0.2; 1 = off)")
+        prefilter: float = Field(0.1, gt=0, le=1, description="fraction of candidates kept by the pre-filter (paper 0.1; the authors' config 0.2; 1 = off)")
+        prefilter_by: Literal["cosine", "log_softmax"] = Field(
+            "cosine", description="pre-filter ranking: 'cosine' the raw auxiliary cosine over all pairs (the authors' code); "
+                                  "'log_softmax' log L_s, normalised per query cell")
+        prefilter_rounding: Literal["floor", "ceil"] = Field("floor", description="candidates kept: floor (the authors' int) or ceil of the fraction")
         distractors: int = Field(20, ge=1, description="distractor images used at most (paper up to 20)")
         max_edits: int | None = Field(None, ge=1, description="cap on edits (default: every cell); reaching it is a reported failure")
         path: Literal["auto", "closed_form", "first_linear", "generic"] = Field(
@@ -98,7 +102,8 @@ class SCCExplainer(xc.Explainer):
         return explain_counterfactual(
             split, query_image, distractor_images, aux, target=target, query_id=query_id, distractor_ids=distractor_ids,
             method=self.name, semantic_weight=c.semantic_weight, temperature=c.temperature, prefilter=c.prefilter,
-            distractors=c.distractors, max_edits=c.max_edits, path=c.path, chunk=c.chunk,
+            distractors=c.distractors, max_edits=c.max_edits, path=c.path, chunk=c.chunk, prefilter_by=c.prefilter_by,
+            prefilter_rounding=c.prefilter_rounding,
         )
 
     def explain(self, case: xc.Case) -> Counterfactual:
@@ -123,6 +128,7 @@ def explain_counterfactual(
     target: int | None = None, query_id: int | None = None, distractor_ids: list[int] | None = None, method: str = "scc",
     semantic_weight: float = 0.4, temperature: float = 0.1, prefilter: float = 0.1, distractors: int = 20,
     max_edits: int | None = None, path: Literal["auto", "closed_form", "first_linear", "generic"] = "auto", chunk: int = 4096,
+    prefilter_by: Literal["cosine", "log_softmax"] = "cosine", prefilter_rounding: Literal["floor", "ceil"] = "floor",
 ) -> Counterfactual:
     """Functional form of `SCCExplainer.explain_images` (same arguments as its config)."""
     check_tensor("query_image", query_image, ndim=3, floating=True, non_empty=True, finite=True)
@@ -163,7 +169,7 @@ def explain_counterfactual(
         split, feats[0], feats[1:], target, u[0] if u is not None else None, u[1:] if u is not None else None,
         image_size=tuple(query_image.shape[-2:]), query_id=query_id, distractor_ids=distractor_ids, method=method,
         semantic_weight=semantic_weight, temperature=temperature, prefilter=prefilter, max_edits=max_edits, path=path,
-        chunk=chunk, aux_name=getattr(aux, "name", None),
+        chunk=chunk, aux_name=getattr(aux, "name", None), prefilter_by=prefilter_by, prefilter_rounding=prefilter_rounding,
     )
 
 
@@ -172,7 +178,8 @@ def counterfactual_from_features(
     aux_distractors: torch.Tensor | None, *, image_size: tuple[int, int], query_id: int | None = None,
     distractor_ids: list[int] | None = None, method: str = "scc", semantic_weight: float = 0.4, temperature: float = 0.1,
     prefilter: float = 0.1, max_edits: int | None = None, path: Literal["auto", "closed_form", "first_linear", "generic"] = "auto",
-    chunk: int = 4096, aux_name: str | None = None,
+    chunk: int = 4096, aux_name: str | None = None, prefilter_by: Literal["cosine", "log_softmax"] = "cosine",
+    prefilter_rounding: Literal["floor", "ceil"] = "floor",
 ) -> Counterfactual:
     """The search on precomputed features: f(I) `[d, h, w]`, f(I') `[n, d, h, w]` and, when the semantic
     term or the pre-filter is on, u(I) `[d', h, w]` and u(I') `[n, d', h, w]` on the same grid."""
@@ -181,11 +188,13 @@ def counterfactual_from_features(
     if use_sem:
         if aux_query is None or aux_distractors is None:
             raise InputError("the semantic term and the pre-filter need auxiliary features")
-        log_sem = semantic_log_likelihood(aux_query, aux_distractors, temperature)
+        cos = semantic_cosine(aux_query, aux_distractors)
+        log_sem = torch.log_softmax(cos / temperature, dim=1)
     res = search_counterfactual(
         query, distractors, split.g, target, log_semantic=log_sem, semantic_weight=semantic_weight if use_sem else 0.0,
         prefilter=prefilter, max_edits=max_edits, linear_head=split.linear_head,
         first_linear=split.first_linear(tuple(query.shape)), path=path, chunk=chunk,
+        prefilter_key=cos if use_sem and prefilter_by == "cosine" else None, prefilter_rounding=prefilter_rounding,
     )
     return Counterfactual(
         method=method, query_id=query_id, prediction=res.query_class, query_class=res.query_class, target_class=target,
@@ -193,6 +202,7 @@ def counterfactual_from_features(
         n_distractors=res.n_distractors, distractor_ids=distractor_ids, prob_target=res.prob_target,
         candidates=res.candidates, seconds=res.seconds, path=res.path,
         meta={"semantic_weight": semantic_weight, "temperature": temperature, "prefilter": prefilter,
+              "prefilter_by": prefilter_by, "prefilter_rounding": prefilter_rounding,
               "layer": split.layer, "aux": aux_name},
     )
 

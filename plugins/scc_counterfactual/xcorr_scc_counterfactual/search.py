@@ -39,7 +39,8 @@ from xcorr_core.validation import check_same_device, check_tensor
 
 from .split import in_training
 
-__all__ = ["Edit", "SearchResult", "semantic_log_likelihood", "search_counterfactual", "apply_edits"]
+__all__ = ["Edit", "SearchResult", "semantic_cosine", "semantic_log_likelihood", "prefilter_candidates", "search_counterfactual",
+           "apply_edits"]
 
 
 class Edit(BaseModel):
@@ -69,9 +70,8 @@ class SearchResult(BaseModel):
     prob_target: list[float] = Field(description="g_c' before the first edit and after each edit")
 
 
-def semantic_log_likelihood(aux_query: torch.Tensor, aux_distractors: torch.Tensor, temperature: float) -> torch.Tensor:
-    """log L_s `[hw, n*hw]`: for each query cell, log-softmax over all distractor cells of
-    ``cos(u_i, u_j) / temperature``.
+def semantic_cosine(aux_query: torch.Tensor, aux_distractors: torch.Tensor) -> torch.Tensor:
+    """``cos(u_i, u_j)`` `[hw, n*hw]` of every query cell with every distractor cell.
 
     Args:
         aux_query: `[d', h, w]` auxiliary features of the query.
@@ -79,7 +79,23 @@ def semantic_log_likelihood(aux_query: torch.Tensor, aux_distractors: torch.Tens
     """
     uq = F.normalize(aux_query.flatten(1).T.float(), dim=1)
     ud = F.normalize(aux_distractors.permute(0, 2, 3, 1).reshape(-1, aux_distractors.shape[1]).float(), dim=1)
-    return torch.log_softmax(uq @ ud.T / temperature, dim=1)
+    return uq @ ud.T
+
+
+def semantic_log_likelihood(aux_query: torch.Tensor, aux_distractors: torch.Tensor, temperature: float) -> torch.Tensor:
+    """log L_s `[hw, n*hw]`: for each query cell, log-softmax over all distractor cells of
+    ``cos(u_i, u_j) / temperature`` (arguments as `semantic_cosine`)."""
+    return torch.log_softmax(semantic_cosine(aux_query, aux_distractors) / temperature, dim=1)
+
+
+def prefilter_candidates(key: torch.Tensor, fraction: float, rounding: Literal["floor", "ceil"] = "floor") -> torch.Tensor:
+    """Flat indices ``i * N + j`` of the pre-filter's candidates, sorted: the global top ``fraction`` of
+    ``key`` `[hw, N]` over all pairs. ``rounding``: how many are kept of ``fraction * hw * N`` —
+    ``"floor"`` as the authors' ``int(...)``, ``"ceil"``; at least one."""
+    total = key.numel()
+    want = fraction * total
+    keep = max(1, math.floor(want) if rounding == "floor" else math.ceil(want))
+    return torch.topk(key.flatten(), min(keep, total), sorted=False).indices.sort().values
 
 
 def _check_inputs(query: torch.Tensor, distractors: torch.Tensor) -> None:
@@ -220,6 +236,8 @@ def search_counterfactual(
     first_linear: tuple[torch.Tensor, torch.Tensor | None, nn.Module] | None = None,
     path: Literal["auto", "closed_form", "first_linear", "generic"] = "auto",
     chunk: int = 4096,
+    prefilter_key: torch.Tensor | None = None,
+    prefilter_rounding: Literal["floor", "ceil"] = "floor",
 ) -> SearchResult:
     """Greedy counterfactual search in feature space.
 
@@ -231,7 +249,10 @@ def search_counterfactual(
         log_semantic: log L_s `[hw, n*hw]` from `semantic_log_likelihood`; None = no semantic term
             (then ``semantic_weight`` is ignored and the pre-filter is not allowed).
         semantic_weight: lambda (paper 0.4).
-        prefilter: fraction of candidates kept by L_s before the search (paper 0.1; 1.0 = off).
+        prefilter: fraction of candidates kept before the search (paper 0.1; 1.0 = off), ranked by
+            ``prefilter_key`` `[hw, n*hw]` (the authors: the raw auxiliary cosine, `semantic_cosine`),
+            or by log L_s when it is None.
+        prefilter_rounding: kept = floor (the authors' ``int``) or ceil of ``prefilter * hw * n*hw``.
         max_edits: cap on edits (default none: at most h*w, one per query cell); reaching it is a reported failure.
         stop_at_flip: stop as soon as g predicts ``target`` (False: always make ``max_edits`` edits,
             for benchmarks).
@@ -279,10 +300,12 @@ def search_counterfactual(
     else:
         scorer = _Generic(g, cur, dcells, (d, h, w), target, chunk)
 
-    # candidates: flat k = i * (n*hw) + j, optionally the global top fraction by L_s
+    # candidates: flat k = i * (n*hw) + j, optionally the global top fraction by the pre-filter's key
     if log_semantic is not None and prefilter < 1:
-        keep = max(1, math.ceil(prefilter * hw * big_n))
-        flat = torch.topk(log_semantic.flatten(), keep, sorted=False).indices.sort().values  # sorted by query cell
+        key = prefilter_key if prefilter_key is not None else log_semantic
+        if tuple(key.shape) != (hw, big_n):
+            raise InputError(f"prefilter_key must be [h*w, n*h*w] = [{hw}, {big_n}], got {tuple(key.shape)}")
+        flat = prefilter_candidates(key, prefilter, prefilter_rounding)  # sorted by query cell
     else:
         flat = torch.arange(hw * big_n, device=dev)
     ci, cj = flat // big_n, flat % big_n

@@ -6,7 +6,7 @@ on them, so the rows differ only in the search.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 import torch
 from pydantic import BaseModel, Field
@@ -68,6 +68,8 @@ class Variant(BaseModel):
     semantic: bool
     multi_distractor: bool
     prefilter: bool
+    prefilter_by: Literal["cosine", "log_softmax"] = "cosine"
+    prefilter_rounding: Literal["floor", "ceil"] = "floor"
 
 
 TABLE3: list[Variant] = [
@@ -77,6 +79,10 @@ TABLE3: list[Variant] = [
     Variant(name="4 + semantic + multi", semantic=True, multi_distractor=True, prefilter=False),
     Variant(name="5 ours (+ pre-filter)", semantic=True, multi_distractor=True, prefilter=True),
 ]
+#: row 5 with the pre-filter ranked by log L_s per query cell and rounded up (this plugin's rule before
+#: it followed the authors' raw-cosine ranking)
+ROW5_LOG_SOFTMAX = Variant(name="5b pre-filter by log L_s", semantic=True, multi_distractor=True, prefilter=True,
+                           prefilter_by="log_softmax", prefilter_rounding="ceil")
 
 
 class VariantResult(BaseModel):
@@ -97,7 +103,8 @@ class VariantResult(BaseModel):
 
 def run_variant(data: StudyData, plan: DistractorPlan, *, name: str, aux: AuxiliaryModel | None, semantic_weight: float,
                 prefilter: float, n_distractors: int, temperature: float = 0.1, path: str = "auto",
-                keep: list[Counterfactual] | None = None) -> VariantResult:
+                keep: list[Counterfactual] | None = None, prefilter_by: Literal["cosine", "log_softmax"] = "cosine",
+                prefilter_rounding: Literal["floor", "ceil"] = "floor") -> VariantResult:
     """Counterfactuals for every planned query with the first ``n_distractors`` of its distractors."""
     use_sem = semantic_weight > 0 or prefilter < 1
     uq = up = None
@@ -114,7 +121,8 @@ def run_variant(data: StudyData, plan: DistractorPlan, *, name: str, aux: Auxili
         cf = counterfactual_from_features(
             data.split, data.q_feats[q], data.p_feats[d], t, uq[q] if uq is not None else None, up[d] if up is not None else None,
             image_size=data.image_size, query_id=q, distractor_ids=d, method=name, semantic_weight=semantic_weight,
-            temperature=temperature, prefilter=prefilter, path=path,  # type: ignore[arg-type]
+            temperature=temperature, prefilter=prefilter, path=path, prefilter_by=prefilter_by,  # type: ignore[arg-type]
+            prefilter_rounding=prefilter_rounding,
         )
         cfs.append(cf)
         s = edit_scores(cf, qs.keypoints[q], ps.keypoints[d], qs.boxes[q], ps.boxes[d])
@@ -130,7 +138,8 @@ def run_variant(data: StudyData, plan: DistractorPlan, *, name: str, aux: Auxili
         in_box_all=pct(pooled(scores["in_box"], "all")), edits=round(sum(ok) / max(len(ok), 1), 2),
         failures=sum(not cf.success for cf in cfs), counterfactuals=len(cfs),
         ms_per_counterfactual=round(1000 * sum(cf.seconds for cf in cfs) / max(len(cfs), 1), 2),
-        config={"semantic_weight": semantic_weight, "prefilter": prefilter, "distractors": n_distractors,
+        config={"semantic_weight": semantic_weight, "prefilter": prefilter, "prefilter_by": prefilter_by,
+                "prefilter_rounding": prefilter_rounding, "distractors": n_distractors,
                 "temperature": temperature, "aux": getattr(aux, "name", None), "path": path},
     )
 
@@ -145,7 +154,8 @@ def ablation(data: StudyData, aux: AuxiliaryModel, *, n_distractors: int = 20, s
         kept: list[Counterfactual] = []
         out.append(run_variant(data, plan, name=v.name, aux=aux if (v.semantic or v.prefilter) else None,
                                semantic_weight=semantic_weight if v.semantic else 0.0, prefilter=prefilter if v.prefilter else 1.0,
-                               n_distractors=n_distractors if v.multi_distractor else 1, path=path, keep=kept))
+                               n_distractors=n_distractors if v.multi_distractor else 1, path=path, keep=kept,
+                               prefilter_by=v.prefilter_by, prefilter_rounding=v.prefilter_rounding))
         if keep is not None:
             keep[v.name] = kept
     return out, plan
