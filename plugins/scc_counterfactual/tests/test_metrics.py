@@ -57,14 +57,42 @@ def test_most_confused_class_and_plan():
                           [0.0, 0.7, 0.3], [0.3, 0.6, 0.1], [0.1, 0.2, 0.7]])
     labels = torch.tensor([0, 0, 0, 0, 1, 1, 2])
     assert confusion_matrix(probs.argmax(1), labels, 3)[0].tolist() == [1, 1, 2]
-    dc = most_confused(probs, labels)
+    dc = most_confused(probs, labels, "mean_probability")
     assert dc.tolist() == [2, 2, 1]  # class 1: 0.2 mean mass on 2 vs 0.15 on 0
-    plan = plan_distractors(probs, labels, probs, labels, n=5, seed=3)
+    plan = plan_distractors(probs, labels, probs, labels, n=5, seed=3, class_rule="mean_probability", draw="correct_only")
     assert plan.skipped_wrong == 3 and plan.queries == [3, 4, 5, 6]
     assert plan.targets == [2, 2, 2, 1]
     assert plan.skipped_no_distractor == 0 and plan.distractors[0] == [6]  # the only correct image of class 2
     assert sorted(plan.distractors[3]) == [4, 5]
-    assert plan == plan_distractors(probs, labels, probs, labels, n=5, seed=3)
+    assert plan == plan_distractors(probs, labels, probs, labels, n=5, seed=3, class_rule="mean_probability", draw="correct_only")
+
+
+def test_authors_distractor_rules_by_hand():
+    # class 0 confused once with 1 and once with 2 (a tie), class 1 never wrong, class 2 confused with 0
+    probs = torch.tensor([[0.9, 0.1, 0.0], [0.2, 0.8, 0.0], [0.05, 0.0, 0.95],  # class 0: right, ->1, ->2
+                          [0.0, 1.0, 0.0], [0.1, 0.9, 0.0],  # class 1: right, right
+                          [0.6, 0.0, 0.4], [0.0, 0.1, 0.9], [0.0, 0.2, 0.8]])  # class 2: ->0, right, right
+    labels = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2])
+    # the authors: first maximum (1, not 2, for class 0; mean probability picks 2: 0.317 vs 0.3) and
+    # none for class 1; mean probability gives class 1 its most probable other class, 0 (0.05 vs 0)
+    assert most_confused(probs, labels).tolist() == [1, -1, 0]
+    assert most_confused(probs, labels, "mean_probability").tolist() == [2, 0, 0]
+    plan = plan_distractors(probs, labels, probs, labels, n=2, seed=0)
+    # query 0 (class 0) gets class 1; queries 3, 4 (class 1, never confused) are skipped; 6, 7 get class 0
+    assert plan.queries == [0, 6, 7] and plan.targets == [1, 0, 0] and plan.skipped_no_confusion == 2
+    assert plan.skipped_wrong == 3
+    # the authors' draw, replayed: per kept query 2 of the class's images in a seeded order, then the
+    # misclassified ones dropped (of class 0 only image 0 is classified correctly)
+    gen = torch.Generator().manual_seed(0)
+    want = []
+    for pool in ([3, 4], [0, 1, 2], [0, 1, 2]):
+        drawn = torch.tensor(pool)[torch.randperm(len(pool), generator=gen)[:2]].tolist()
+        want.append([i for i in drawn if i in (0, 3, 4)])
+    assert plan.distractors == want and len(plan.distractors[0]) == 2
+    correct = plan_distractors(probs, labels, probs, labels, n=2, seed=0, draw="correct_only")
+    assert correct.distractors[1] == [0] and correct.distractors[2] == [0]  # only image 0 of class 0 is correct
+    with pytest.raises(xc.InputError):
+        most_confused(probs, labels, "nearest")  # type: ignore[arg-type]
 
 
 def test_part_clustering_accuracy():

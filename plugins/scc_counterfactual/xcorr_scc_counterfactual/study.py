@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 from tqdm.auto import tqdm
 
 from .auxiliary import AuxiliaryModel
-from .distractors import DistractorPlan, plan_distractors, predict
+from .distractors import ClassRule, DistractorPlan, DrawRule, plan_distractors, predict
 from .explainer import Counterfactual, counterfactual_from_features
 from .metrics import edit_scores, part_clustering_accuracy, pooled
 from .split import ModelSplit
@@ -32,8 +32,10 @@ class StudyData:
         pool: the data set distractors are drawn from (same fields).
     """
 
-    def __init__(self, split: ModelSplit, queries: Any, pool: Any, batch: int = 256, progress: bool | None = None) -> None:
+    def __init__(self, split: ModelSplit, queries: Any, pool: Any, batch: int = 256, progress: bool | None = None,
+                 class_rule: ClassRule = "authors", draw: DrawRule = "authors") -> None:
         self.split, self.queries, self.pool = split, queries, pool
+        self.class_rule, self.draw = class_rule, draw
         self.q_feats = self._features(queries.images, batch)
         self.p_feats = self._features(pool.images, batch)
         self.q_probs = torch.softmax(split.logits(self.q_feats), 1)
@@ -54,11 +56,14 @@ class StudyData:
         return self.aux_cache[aux.name]
 
     def plan(self, n: int, seed: int = 0) -> DistractorPlan:
-        return plan_distractors(self.q_probs, self.queries.labels, self.p_probs, self.pool.labels, n, seed)
+        """Distractors per query (`plan_distractors` with this study's class and draw rules)."""
+        return plan_distractors(self.q_probs, self.queries.labels, self.p_probs, self.pool.labels, n, seed,
+                                class_rule=self.class_rule, draw=self.draw)
 
 
-def prepare_study(split: ModelSplit, queries: Any, pool: Any, progress: bool | None = None) -> StudyData:
-    return StudyData(split, queries, pool, progress=progress)
+def prepare_study(split: ModelSplit, queries: Any, pool: Any, progress: bool | None = None, class_rule: ClassRule = "authors",
+                  draw: DrawRule = "authors") -> StudyData:
+    return StudyData(split, queries, pool, progress=progress, class_rule=class_rule, draw=draw)
 
 
 class Variant(BaseModel):
