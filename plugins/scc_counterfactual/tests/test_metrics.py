@@ -124,3 +124,25 @@ def test_same_kp_implies_near_kp(seed):
     s = edit_scores(cf, kp[0], kp[1:])
     assert bool((s["same_kp"] <= s["near_kp"]).all()) and bool((s["near_kp"][s["same_kp"] == 1] == 1).all())
     assert set(s["near_kp"].tolist()) <= {0.0, 0.5, 1.0}
+
+
+def test_cub_part_groups_merge_left_and_right_by_hand():
+    from xcorr_scc_counterfactual.metrics import CUB_PART_GROUPS, part_groups
+
+    # 20 px image, 2x2 grid. Parts "left wing", "right wing", "beak" (CUB names).
+    names = ["left wing", "right wing", "beak"]
+    q_kp = torch.tensor([[2.0, 2.0, 1], [0.0, 0.0, 0], [15.0, 3.0, 1]])  # left wing in cell 0, beak in cell 1
+    d_kp = torch.tensor([[[0.0, 0.0, 0], [12.0, 12.0, 1], [3.0, 13.0, 1]]])  # right wing in cell 3, beak in cell 2
+    cf = _cf([(0, 0, 3), (1, 0, 2)], n=1)  # left wing <- right wing; beak <- beak
+    groups = part_groups(names)
+    assert groups.tolist() == [0, 0, 1]  # auto: CUB names, left/right merged
+    assert edit_scores(cf, q_kp, d_kp)["same_kp"].tolist() == [0.0, 1.0]  # every part its own
+    assert edit_scores(cf, q_kp, d_kp, groups=groups)["same_kp"].tolist() == [1.0, 1.0]
+    data = dict(explanations=[cf], query_keypoints=[q_kp], distractor_keypoints=[d_kp], part_names=names)
+    assert SameKP().compute(**data).value == 1.0  # on by default for CUB part names
+    assert SameKP(SameKP.Config(part_groups="none")).compute(**data).value == 0.5
+    assert part_groups(["beak", "wing"]) is None  # SynthBirds' names: no grouping
+    assert len(set(CUB_PART_GROUPS.values())) == 12 and len(CUB_PART_GROUPS) == 15
+    assert part_groups(["a", "b"], {"a": "x", "b": "x"}).tolist() == [0, 0]
+    with pytest.raises(xc.InputError, match="no group"):
+        part_groups(["left wing", "right wing", "tailfin"], "cub")

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from .auxiliary import AuxiliaryModel
 from .distractors import ClassRule, DistractorPlan, DrawRule, plan_distractors, predict
 from .explainer import Counterfactual, counterfactual_from_features
-from .metrics import edit_scores, part_clustering_accuracy, pooled
+from .metrics import edit_scores, part_clustering_accuracy, part_groups, pooled
 from .split import ModelSplit
 
 __all__ = ["StudyData", "prepare_study", "Variant", "TABLE3", "VariantResult", "run_variant", "ablation", "aux_comparison",
@@ -36,6 +36,8 @@ class StudyData:
                  class_rule: ClassRule = "authors", draw: DrawRule = "authors") -> None:
         self.split, self.queries, self.pool = split, queries, pool
         self.class_rule, self.draw = class_rule, draw
+        names = list(getattr(queries, "part_names", None) or [])
+        self.groups = part_groups(names, "auto") if names else None  # CUB: left/right parts merged for Same-KP
         self.q_feats = self._features(queries.images, batch)
         self.p_feats = self._features(pool.images, batch)
         self.q_probs = torch.softmax(split.logits(self.q_feats), 1)
@@ -130,7 +132,7 @@ def run_variant(data: StudyData, plan: DistractorPlan, *, name: str, aux: Auxili
             prefilter_rounding=prefilter_rounding,
         )
         cfs.append(cf)
-        s = edit_scores(cf, qs.keypoints[q], ps.keypoints[d], qs.boxes[q], ps.boxes[d])
+        s = edit_scores(cf, qs.keypoints[q], ps.keypoints[d], qs.boxes[q], ps.boxes[d], data.groups)
         for k in scores:
             scores[k].append(s[k])
     if keep is not None:
