@@ -123,8 +123,11 @@ def test_threshold_choices_and_bootstrap() -> None:
     ai = AIPredictions(method="m", correct=rng.random(n) < conf, confidence=conf)  # calibrated AI
     hconf = rng.random(3000)
     hum = HumanTrials(arm="A", correct=rng.random(3000) < 0.7, confidence=hconf, user=np.arange(3000) % 100)
-    a1, a2 = authors_threshold(ai, hum, seed=42, n_pick=1000, n_report=4000), authors_threshold(ai, hum, seed=42, n_pick=1000, n_report=4000)
+    kw = dict(seed=42, n_pick=1000, n_report=4000)
+    a1, a2 = authors_threshold(ai, hum, criterion="team_accuracy", **kw), authors_threshold(ai, hum, criterion="team_accuracy", **kw)
     assert a1 == a2 and 0.6 <= a1.threshold <= 0.8  # humans at 0.7 should take inputs the AI gets right < 70 %
+    # the authors' criterion separates right from wrong AI answers: about 0.5 for a calibrated AI
+    assert 0.4 <= authors_threshold(ai, hum, **kw).threshold <= 0.6
     cv = cv_threshold(ai, hum, folds=5)
     assert 0.6 <= cv.threshold <= 0.8 and len(cv.details["fold_thresholds"]) == 5
     boot = bootstrap_team(ai, hum, np.array([cv.threshold]), n_boot=500)
@@ -168,3 +171,30 @@ def test_assumptions_are_recovered_from_a_simulated_study() -> None:
     assert est.accept_if_ai_right == pytest.approx(0.85, abs=0.03) and est.accept_if_ai_wrong == pytest.approx(0.45, abs=0.03)
     assert est.user_sd == pytest.approx(0.8, abs=0.3)
     assert simulate_user_accuracy(truth, users=3, trials=30, sims=2, rng=rng).shape == (2, 3)
+
+
+def test_authors_threshold_criterion_and_grid_by_hand() -> None:
+    from xcorr_human_team_sim.model2 import authors_grid
+
+    # 5 pick items (n_report 1): confidences and whether the AI was right
+    conf = np.array([0.15, 0.2, 0.5, 0.9, 0.95, 0.3])
+    right = np.array([True, False, True, True, True, False])
+    ai = AIPredictions(method="m", correct=right, confidence=conf)
+    hum = HumanTrials(arm="A", correct=np.array([True, False]), confidence=np.array([0.1, 0.9]), user=np.array([0, 1]))
+    th = authors_grid(0.05)
+    assert th[3] == 0.15000000000000002 and len(th) == 21 and th[-1] == 1.0
+    # agreement of correct == (conf >= T) over all six items (seed makes no difference: the pick is everything
+    # but one item, so use n_pick=6 and the permutation-free check below)
+    agree = [(right == (conf >= t)).mean() for t in th]
+    best = max(agree)
+    want = th[max(i for i, a in enumerate(agree) if a == best)]  # ties to the highest T
+    got = authors_threshold(ai, hum, seed=0, n_pick=6, n_report=0)
+    assert got.threshold == want and got.method == "authors_split" and got.selection_accuracy == best
+    # by hand: T in (0.3, 0.5] puts 0.15 (right) below -> 5/6; T = 0.15000000000000002 also excludes 0.15
+    assert best == 5 / 6 and 0.3 < got.threshold <= 0.5
+    # on the arange grid the item at exactly 0.15 falls below 0.15000000000000002; on the rounded grid it does not
+    assert not (conf[0] >= th[3]) and conf[0] >= np.round(th[3], 10)
+    old = authors_threshold(ai, hum, seed=0, n_pick=6, n_report=0, criterion="team_accuracy", grid="rounded")
+    assert old.method == "team_accuracy_split"
+    with pytest.raises(InputError):
+        authors_threshold(ai, hum, seed=0, n_pick=6, n_report=0, criterion="median")  # type: ignore[arg-type]

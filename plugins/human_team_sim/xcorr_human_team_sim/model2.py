@@ -13,6 +13,8 @@ vectorised over thresholds and bootstrap replicates with numpy.
 """
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
@@ -21,7 +23,7 @@ from xcorr_core.errors import InputError
 from .data import AIPredictions, TrialTable
 
 __all__ = ["HumanTrials", "human_trials", "team_accuracy", "team_curve", "TeamPoint", "ThresholdChoice",
-           "authors_threshold", "cv_threshold", "bootstrap_team", "complementarity", "Complementarity", "default_thresholds"]
+           "authors_threshold", "authors_grid", "cv_threshold", "bootstrap_team", "complementarity", "Complementarity", "default_thresholds"]
 
 
 def default_thresholds(step: float = 0.05) -> np.ndarray:
@@ -126,7 +128,7 @@ class ThresholdChoice(BaseModel):
 
     method: str
     threshold: float
-    selection_accuracy: float  # team accuracy on the data used to choose
+    selection_accuracy: float  # the criterion's value on the data used to choose (team accuracy, or the authors' agreement)
     reported_accuracy: float  # on held-out data (split / cross-validation)
     full_set_accuracy: float  # on all AI items and all users at that threshold
     details: dict = {}
@@ -142,10 +144,23 @@ def _user_subset(humans: HumanTrials, users: np.ndarray) -> HumanTrials:
     return HumanTrials(arm=humans.arm, correct=humans.correct[keep], confidence=humans.confidence[keep], user=u)
 
 
+def authors_grid(step: float = 0.05) -> np.ndarray:
+    """The authors' thresholds: ``np.arange`` values as they are (0.15000000000000002, ...), so an
+    item whose confidence equals a nominal threshold such as 0.15 falls below it."""
+    return np.arange(0.0, 1.0 + step / 2, step)
+
+
 def authors_threshold(ai: AIPredictions, humans: HumanTrials, *, seed: int = 42, n_pick: int = 1000, n_report: int = 4000,
-                      step: float = 0.05) -> ThresholdChoice:
-    """The authors' procedure: shuffle the AI-only items with ``seed``, choose T in steps of
-    ``step`` on the first ``n_pick``, report on the next ``n_report`` (humans: all trials).
+                      step: float = 0.05, criterion: Literal["agreement", "team_accuracy"] = "agreement",
+                      grid: Literal["arange", "rounded"] = "arange") -> ThresholdChoice:
+    """The authors' split procedure: shuffle the AI-only items with ``seed``, choose T on the first
+    ``n_pick``, report team accuracy on the next ``n_report`` (humans: all trials).
+
+    ``criterion``: ``"agreement"`` (the authors') — T maximises the mean of
+    ``correct == (confidence >= T)`` over the pick items, ties to the highest T;
+    ``"team_accuracy"`` — T maximises the team accuracy on the pick items, ties to the lowest T
+    (this plugin's earlier rule). ``grid``: ``"arange"`` (the authors' float values, `authors_grid`)
+    or ``"rounded"`` (0.15 is 0.15, `default_thresholds`).
 
     The shuffle here is ``numpy.random.RandomState(seed).permutation``; the authors' exact
     random draw is not recoverable from the paper, so the split (not the procedure) may differ.
@@ -154,15 +169,25 @@ def authors_threshold(ai: AIPredictions, humans: HumanTrials, *, seed: int = 42,
     n = ai.correct.size
     if n_pick + n_report > n:
         raise InputError(f"n_pick + n_report = {n_pick + n_report} exceeds the {n} AI items")
+    if criterion not in ("agreement", "team_accuracy") or grid not in ("arange", "rounded"):
+        raise InputError(f"criterion must be 'agreement' or 'team_accuracy' and grid 'arange' or 'rounded', got {criterion!r}, {grid!r}")
     perm = np.random.RandomState(seed).permutation(n)
     pick, report = perm[:n_pick], perm[n_pick:n_pick + n_report]
-    th = default_thresholds(step)
-    sel = np.array([p.team_accuracy for p in team_curve(_subset(ai, pick), humans, th)])
-    k = _best(sel, th)
+    th = authors_grid(step) if grid == "arange" else default_thresholds(step)
+    if criterion == "agreement":
+        sub = _subset(ai, pick)
+        sel = (sub.correct[None, :] == (sub.confidence[None, :] >= th[:, None])).mean(1)
+        k = int(np.flatnonzero(sel == sel.max())[-1])  # ties: the highest threshold
+        method = "authors_split"
+    else:
+        sel = np.array([p.team_accuracy for p in team_curve(_subset(ai, pick), humans, th)])
+        k = _best(sel, th)
+        method = "team_accuracy_split"
     t = float(th[k])
-    return ThresholdChoice(method="authors_split", threshold=t, selection_accuracy=float(sel[k]),
-                           reported_accuracy=team_accuracy(_subset(ai, report), humans, t),
-                           full_set_accuracy=team_accuracy(ai, humans, t), details={"seed": seed, "n_pick": n_pick, "n_report": n_report})
+    return ThresholdChoice(method=method, threshold=t, selection_accuracy=float(sel[k]),
+                           reported_accuracy=team_accuracy(_subset(ai, report), humans, t) if report.size else float("nan"),
+                           full_set_accuracy=team_accuracy(ai, humans, t),
+                           details={"seed": seed, "n_pick": n_pick, "n_report": n_report, "criterion": criterion, "grid": grid})
 
 
 def cv_threshold(ai: AIPredictions, humans: HumanTrials, *, folds: int = 5, seed: int = 0, step: float = 0.05) -> ThresholdChoice:
