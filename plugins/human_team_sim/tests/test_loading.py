@@ -101,3 +101,28 @@ def test_cli_on_a_custom_study(tmp_path: Path) -> None:
     report = json.loads((out / "team.json").read_text())
     assert [a["arm"] for a in report["arms"]] == ["X", "Y"] and report["team"][0]["arm"] == "X"
     assert (out / "team_curves.png").stat().st_size > 1000
+    assert report["reference"] is None and report["team"][0]["paper_threshold"] is None  # no CUB figures for other data
+
+
+
+def test_reference_presets_are_shown_only_when_named(capsys) -> None:
+    from xcorr_human_team_sim import bundled_paths, load_ai_predictions, load_trials
+    from xcorr_human_team_sim.report import REFERENCES, analyse, format_report
+
+    trials, ai_path = bundled_paths()
+    table, ai = load_trials(trials), load_ai_predictions(ai_path)
+    mine = analyse(table, ai, n_boot=50)
+    assert mine.reference is None and all(t.paper_threshold is None and t.paper_team_accuracy is None for t in mine.team)
+    text = format_report(mine)
+    # ours reproduce the CUB paper's 65.50; its paper column stays empty without a reference
+    assert "65.50   7.46    -  " in text and "none (pass a reference" in text
+    cub = analyse(table, ai, n_boot=50, reference="cub")
+    resnet = next(t for t in cub.team if t.arm == "ResNet-50")
+    assert resnet.paper_threshold == 0.55 and round(100 * resnet.paper_threshold_accuracy, 2) == 87.45
+    assert "65.50   7.46  65.50" in format_report(cub)
+    inet = analyse(table, ai, n_boot=50, reference="imagenet-real")
+    resnet = next(t for t in inet.team if t.arm == "ResNet-50")
+    assert resnet.paper_threshold is None and resnet.paper_team_accuracy == REFERENCES["imagenet-real"].table3["ResNet-50"][1]
+    assert "65.50   7.46  81.56" in format_report(inet)
+    with pytest.raises(xc.InputError, match="reference"):
+        analyse(table, ai, n_boot=50, reference="imagenet")

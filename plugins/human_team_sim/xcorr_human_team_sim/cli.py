@@ -22,6 +22,8 @@ def add_command(subparsers: Any) -> None:
     p.add_argument("--correction", choices=["none", "bonferroni", "holm", "bh"], default="holm")
     p.add_argument("--boot", type=int, default=2000, help="bootstrap replicates")
     p.add_argument("--out", default="team-out", help="folder for team.json and team_curves.png")
+    p.add_argument("--reference", choices=["cub", "imagenet-real", "none"], default=None,
+                   help="published figures to show beside ours (default: cub for the bundled study, none for your own data)")
     p.add_argument("--json", action="store_true", help="print the JSON report instead of tables")
     p.set_defaults(handler=run)
 
@@ -39,8 +41,9 @@ def run(args: argparse.Namespace) -> int:
     mapping = None
     if args.arm_map:
         mapping = dict(pair.split("=", 1) for pair in args.arm_map.split(","))
+    reference = args.reference or ("cub" if not args.trials else "none")
     report = analyse(table, ai, arm_of_method=mapping, min_accuracy=args.min_accuracy, method=args.test,
-                     correction=args.correction, n_boot=args.boot)
+                     correction=args.correction, n_boot=args.boot, reference=None if reference == "none" else reference)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "team.json", lambda f: f.write(report.model_dump_json(indent=2).encode()))

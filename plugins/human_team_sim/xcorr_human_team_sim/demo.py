@@ -16,7 +16,7 @@ from .simulate import assumptions_from_study, users_needed
 def team_section(ctx: Any) -> DemoSection:
     trials, ai = bundled_paths()
     table = load_trials(trials)
-    report = analyse(table, load_ai_predictions(ai), n_boot=1000)
+    report = analyse(table, load_ai_predictions(ai), n_boot=1000, reference="cub")
     rel = "figures/team_curves.png"
     save_figure(plot_team_curves(report), ctx.out / rel)
     kept = table.filter_users(0.5)
