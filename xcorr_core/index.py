@@ -276,7 +276,8 @@ class GalleryIndex:
             faiss.fvec_inner_products_by_idx(faiss.swig_ptr(sc), faiss.swig_ptr(q), *args)
             if self.metric == "cosine":  # the index holds unit vectors: divide by each row's norm
                 sq = np.empty((nq, kk), np.float32)
-                faiss.fvec_L2sqr_by_idx(faiss.swig_ptr(sq), faiss.swig_ptr(np.zeros_like(q)), *args)
+                zeros = np.zeros_like(q)  # a name keeps it alive: swig_ptr holds no reference to its array
+                faiss.fvec_L2sqr_by_idx(faiss.swig_ptr(sq), faiss.swig_ptr(zeros), *args)
                 if not np.isfinite(sq).all():  # huge rows: their squares overflow
                     return self._rescore_torch(q, pos, k, chunk)
                 sc = sc / np.maximum(np.sqrt(sq), np.finfo(np.float32).tiny)
