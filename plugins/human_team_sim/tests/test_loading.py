@@ -126,3 +126,76 @@ def test_reference_presets_are_shown_only_when_named(capsys) -> None:
     assert "65.50   7.46  81.56" in format_report(inet)
     with pytest.raises(xc.InputError, match="reference"):
         analyse(table, ai, n_boot=50, reference="imagenet")
+
+
+def test_true_false_columns(tmp_path: Path) -> None:
+    t = load_trials(_write(tmp_path, "u1,q1,X,True,0.5,false\nu1,q2,X,FALSE,0.2,1\n"), COLS)
+    assert t.ai_correct.tolist() == [True, False] and t.user_correct.tolist() == [False, True]
+    ai = load_ai_predictions(_write(tmp_path, "True,0.9\nFalse,0.1\n1,0.5\n", header="m_correct,m_conf\n", name="ai.csv"))
+    assert ai["m"].correct.tolist() == [True, False, True]
+    with pytest.raises(InputError, match="True/False"):
+        load_trials(_write(tmp_path, "u1,q1,X,yes,0.5,1\n", name="bad.csv"), COLS)
+
+
+def test_pickled_predictions_arrays_only(tmp_path: Path) -> None:
+    import os
+    import pickle
+
+    import numpy as np
+
+    good = tmp_path / "ai.pkl"
+    good.write_bytes(pickle.dumps({"resnet": {"correct": np.array([1, 0, 1]), "confidence": np.array([0.9, 0.2, 0.6], np.float32)},
+                                   "knn_correct": np.array([True, True, False]), "knn_conf": np.array([0.5, 0.7, 0.1])}))
+    ai = load_ai_predictions(good)
+    assert sorted(ai) == ["knn", "resnet"] and ai["resnet"].correct.tolist() == [True, False, True]
+    assert ai["knn"].confidence.tolist() == [0.5, 0.7, 0.1]
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("touch " + str(tmp_path / "pwned"),))
+
+    evil = tmp_path / "evil.pkl"
+    evil.write_bytes(pickle.dumps({"m": {"correct": Evil(), "confidence": np.array([0.5])}}))
+    with pytest.raises(InputError, match="only numpy arrays"):
+        load_ai_predictions(evil)
+    assert not (tmp_path / "pwned").exists()
+    (tmp_path / "junk.pkl").write_bytes(b"\x80\x04not a pickle")
+    with pytest.raises(InputError, match="pickle"):
+        load_ai_predictions(tmp_path / "junk.pkl")
+    bad = tmp_path / "bad.pkl"
+    bad.write_bytes(pickle.dumps({"m": {"correct": np.array([2, 0]), "confidence": np.array([0.5, 0.5])}}))
+    with pytest.raises(InputError, match="0/1"):
+        load_ai_predictions(bad)
+
+
+def test_cli_options_of_another_study(tmp_path: Path, capsys) -> None:
+    from xcorr_core import cli
+
+    lines = []
+    for u in range(6):
+        arm = "X" if u < 3 else "Y"
+        for i in range(10):
+            lines.append(f"{100 + u},q{i}.jpg,{arm},{int(i % 2 == 0)},{(i + 1) / 11:.3f},{int((i + u) % 3 != 0)}")
+    trials = _write(tmp_path, "\n".join(lines) + "\n")
+    ai = _write(tmp_path, "".join(f"{int(i % 4 != 0)},{(i % 10) / 10:.1f}\n" for i in range(50)), header="m_correct,m_conf\n", name="ai.csv")
+    base = ["team", "--trials", str(trials), "--ai", str(ai), "--columns", json.dumps(COLS.model_dump()), "--min-accuracy", "0",
+            "--boot", "100"]
+    xc.reload_plugins()
+    out = tmp_path / "o"
+    assert cli.main([*base, "--arm-map", "m=X", "--exclude", "100,", "--threshold", "m=0.45", "--n-pick", "10",
+                     "--n-report", "20", "--out", str(out)]) == 0
+    rep = json.loads((out / "team.json").read_text())
+    assert rep["users_dropped"] == 1 and rep["team"][0]["fixed_threshold"] == 0.45
+    assert rep["team"][0]["authors_split"]["details"]["n_pick"] == 10 and "m T=0.45" in capsys.readouterr().out
+    for extra, msg in ((["--arm-map", "m=Z"], "arm"), (["--arm-map", "m"], "method=arm"), (["--arm-map", "q=X"], "AI method"),
+                       (["--threshold", "m=high", "--arm-map", "m=X"], "not a number"),
+                       (["--threshold", "m=1.5", "--arm-map", "m=X"], "lie in"), (["--exclude", "999", "--arm-map", "m=X"], "unknown user")):
+        assert cli.main([*base, *extra, "--out", str(tmp_path / "x")]) == 2
+        assert msg in capsys.readouterr().err
+    assert cli.main([*base[:5], "--columns", "{user: who}", "--out", str(tmp_path / "x")]) == 2
+    assert "not JSON" in capsys.readouterr().err
+    assert cli.main([*base[:5], "--columns", '{"worker": "who"}', "--out", str(tmp_path / "x")]) == 2
+    assert "--columns must map" in capsys.readouterr().err
+    (tmp_path / "img.csv").write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff\xfe")
+    assert cli.main(["team", "--trials", str(tmp_path / "img.csv"), "--out", str(tmp_path / "x")]) == 2
+    assert "not UTF-8" in capsys.readouterr().err

@@ -198,3 +198,16 @@ def test_authors_threshold_criterion_and_grid_by_hand() -> None:
     assert old.method == "team_accuracy_split"
     with pytest.raises(InputError):
         authors_threshold(ai, hum, seed=0, n_pick=6, n_report=0, criterion="median")  # type: ignore[arg-type]
+
+
+def test_chunked_bootstrap_equals_one_shot() -> None:
+    rng = np.random.default_rng(3)
+    n = 3000
+    conf = rng.random(n)
+    ai = AIPredictions(method="m", correct=rng.random(n) < conf, confidence=conf)
+    hum = HumanTrials(arm="A", correct=rng.random(600) < 0.7, confidence=rng.random(600), user=np.arange(600) % 40)
+    th = np.array([0.3, 0.6])
+    one = bootstrap_team(ai, hum, th, n_boot=300, seed=5, chunk_bytes=1e12)
+    small = bootstrap_team(ai, hum, th, n_boot=300, seed=5, chunk_bytes=8 * n * 7)  # 7 replicates a chunk
+    for k in one:
+        np.testing.assert_array_equal(one[k], small[k])

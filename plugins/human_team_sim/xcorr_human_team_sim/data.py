@@ -12,24 +12,36 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import pickle  # only through _ArraysOnly: never a plain pickle.load
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from xcorr_core.errors import InputError
 
-__all__ = ["ColumnMap", "TrialRow", "TrialTable", "AIPredictions", "load_trials", "load_ai_predictions",
+__all__ = ["ColumnMap", "TrialRow", "TrialTable", "AIPredictions", "load_trials", "load_ai_predictions", "load_pickled_predictions",
            "bundled_paths", "CUB_ARMS", "CUB_AI_METHODS"]
 
 #: explanation arms of the CUB study, in the paper's Table 2 order
 CUB_ARMS = ("ResNet-50", "kNN", "EMD-NN", "EMD-Corr", "CHM-NN", "CHM-Corr")
 #: AI-only prediction columns -> the study arm that showed that classifier (Table 3)
 CUB_AI_METHODS = {"resnet": "ResNet-50", "knn": "kNN", "emd": "EMD-Corr", "chm": "CHM-Corr"}
+
+
+def _binary(text: str) -> bool | None:
+    """``0``/``1`` (also ``0.0``/``1.0``) or ``True``/``False`` (any case) as a bool; None otherwise."""
+    t = text.strip()
+    if t in ("0", "1", "0.0", "1.0"):
+        return float(t) == 1.0
+    if t.lower() in ("true", "false"):
+        return t.lower() == "true"
+    return None
 
 
 class ColumnMap(BaseModel):
@@ -58,10 +70,11 @@ class TrialRow(BaseModel):
     @field_validator("ai_correct", "user_correct", mode="before")
     @classmethod
     def _binary(cls, v: object) -> object:
-        if isinstance(v, str) and v.strip() in ("0", "1", "0.0", "1.0"):
-            return float(v) == 1.0
         if isinstance(v, str):
-            raise ValueError(f"expected 0 or 1, got {v!r}")
+            b = _binary(v)
+            if b is None:
+                raise ValueError(f"expected 0/1 or True/False, got {v!r}")
+            return b
         return v
 
     @property
@@ -216,11 +229,15 @@ def load_trials(path: str | Path, columns: ColumnMap | None = None) -> TrialTabl
 
 def load_ai_predictions(path: str | Path, methods: list[str] | None = None, *, correct_suffix: str = "_correct",
                         confidence_suffix: str = "_conf") -> dict[str, AIPredictions]:
-    """AI-only predictions per method from columns ``<method>_correct`` and ``<method>_conf``.
+    """AI-only predictions per method from columns ``<method>_correct`` and ``<method>_conf``
+    (0/1 or True/False), in a CSV file — or in the authors' pickle (``.pkl``/``.pickle``), read by a
+    restricted unpickler that builds numpy arrays and plain containers only (`load_pickled_predictions`).
 
     ``methods`` defaults to every prefix that has both columns.
     """
     path = Path(path)
+    if path.suffix in (".pkl", ".pickle"):
+        return load_pickled_predictions(path, methods, correct_suffix=correct_suffix, confidence_suffix=confidence_suffix)
     with _readable(path), _open_text(path) as f:
         reader = csv.DictReader(f)
         header = reader.fieldnames or []
@@ -234,12 +251,14 @@ def load_ai_predictions(path: str | Path, methods: list[str] | None = None, *, c
         for line, rec in enumerate(reader, start=2):
             for m in methods:
                 c, s = rec[m + correct_suffix], rec[m + confidence_suffix]
+                b = _binary(c) if isinstance(c, str) else None
+                if b is None:
+                    raise InputError(f"{path}:{line}: column {m + correct_suffix!r}: expected 0/1 or True/False, got {c!r}")
                 try:
-                    cv, sv = float(c), float(s)
+                    sv = float(s)
                 except (TypeError, ValueError):
-                    raise InputError(f"{path}:{line}: columns {m + correct_suffix!r}/{m + confidence_suffix!r}: not numbers: {c!r}, {s!r}") from None
-                if cv not in (0.0, 1.0):
-                    raise InputError(f"{path}:{line}: column {m + correct_suffix!r}: expected 0 or 1, got {c!r}")
+                    raise InputError(f"{path}:{line}: column {m + confidence_suffix!r}: not a number: {s!r}") from None
+                cv = 1.0 if b else 0.0
                 if not 0.0 <= sv <= 1.0:
                     raise InputError(f"{path}:{line}: column {m + confidence_suffix!r}: confidence must be in [0, 1], got {s!r}")
                 correct[m].append(cv == 1.0)
@@ -247,6 +266,63 @@ def load_ai_predictions(path: str | Path, methods: list[str] | None = None, *, c
     if not methods or not correct[methods[0]]:
         raise InputError(f"{path}: no predictions")
     return {m: AIPredictions(method=m, correct=np.array(correct[m]), confidence=np.array(conf[m])) for m in methods}
+
+
+class _ArraysOnly(pickle.Unpickler):
+    """An unpickler that can build numpy arrays, dtypes and scalars and nothing else: a pickle that
+    names any other callable (``os.system``, ...) is refused before anything runs."""
+
+    _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"), ("numpy", "ndarray"),
+                ("numpy", "dtype"), ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer")}
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in self._ALLOWED or (module.startswith("numpy") and name.endswith("DType")):
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refused {module}.{name}: only numpy arrays may be unpickled")
+
+
+def load_pickled_predictions(path: str | Path, methods: list[str] | None = None, *, correct_suffix: str = "_correct",
+                             confidence_suffix: str = "_conf") -> dict[str, AIPredictions]:
+    """AI-only predictions from a pickle of ``{method: {"correct": array, "confidence" (or "conf"): array}}``
+    or ``{"<method>_correct": array, "<method>_conf": array, ...}``, unpickled with numpy arrays only."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"no such file: {path}")
+    try:
+        with open(path, "rb") as f:
+            obj = _ArraysOnly(f).load()
+    except pickle.UnpicklingError as exc:
+        raise InputError(f"{path}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - a truncated or foreign file
+        raise InputError(f"{path} is not a readable pickle ({type(exc).__name__}: {exc})") from None
+    if not isinstance(obj, dict):
+        raise InputError(f"{path}: expected a dict of predictions, got {type(obj).__name__}")
+    pairs: dict[str, tuple[Any, Any]] = {}
+    for k, v in obj.items():
+        if isinstance(v, dict):
+            conf = v.get("confidence", v.get("conf"))
+            if "correct" in v and conf is not None:
+                pairs[str(k)] = (v["correct"], conf)
+        elif isinstance(k, str) and k.endswith(correct_suffix) and k[: -len(correct_suffix)] + confidence_suffix in obj:
+            pairs[k[: -len(correct_suffix)]] = (v, obj[k[: -len(correct_suffix)] + confidence_suffix])
+    methods = methods or sorted(pairs)
+    out = {}
+    for m in methods:
+        if m not in pairs:
+            raise InputError(f"{path}: no predictions for {m!r}; found: {', '.join(sorted(pairs)) or 'none'}")
+        c, s = (np.asarray(a) for a in pairs[m])
+        if c.ndim != 1 or c.shape != s.shape or c.size == 0:
+            raise InputError(f"{path}: {m!r}: correct and confidence must be non-empty 1-D arrays of one length, got {c.shape}, {s.shape}")
+        if not np.isin(c.astype(float), (0.0, 1.0)).all():
+            raise InputError(f"{path}: {m!r}: correct must be 0/1 or booleans")
+        s = s.astype(np.float64)
+        if not (np.isfinite(s).all() and (s >= 0).all() and (s <= 1).all()):
+            raise InputError(f"{path}: {m!r}: confidences must lie in [0, 1]")
+        out[m] = AIPredictions(method=m, correct=c.astype(bool), confidence=s)
+    if not out:
+        raise InputError(f"{path}: no predictions")
+    return out
 
 
 def bundled_paths() -> tuple[Path, Path]:

@@ -219,19 +219,31 @@ def cv_threshold(ai: AIPredictions, humans: HumanTrials, *, folds: int = 5, seed
                            details={"fold_thresholds": picks, "fold_accuracies": held, "seed": seed})
 
 
-def bootstrap_team(ai: AIPredictions, humans: HumanTrials, thresholds: np.ndarray, *, n_boot: int = 2000, seed: int = 0) -> dict[str, np.ndarray]:
+def bootstrap_team(ai: AIPredictions, humans: HumanTrials, thresholds: np.ndarray, *, n_boot: int = 2000, seed: int = 0,
+                   chunk_bytes: float = 64e6) -> dict[str, np.ndarray]:
     """Bootstrap replicates `[B, K]` of team accuracy at each threshold, and of AI-alone and
     human-alone accuracy `[B]`. AI items are resampled, and users (with all their trials)
-    are resampled as clusters."""
+    are resampled as clusters. ``chunk_bytes`` bounds each chunk of AI-item weights."""
     _check(ai, humans)
     rng = np.random.default_rng(seed)
     n, U = ai.correct.size, humans.n_users
     th = np.asarray(thresholds, dtype=float)
     hits, rest, hr, ht = _counts(ai, humans, th)
-    w_ai = rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(float)  # [B, n]
+    # the AI-item weights [B, n] are drawn and reduced in chunks of replicates (bounded memory: 44k items x
+    # 2000 replicates would be 700 MB a copy); the draws are the same as in one call, so are the results
+    chunk = max(1, min(n_boot, int(chunk_bytes // (8 * max(n, 1)))))
+    p_ai = np.full(n, 1.0 / n)
+    ai_hits, ai_rest, ai_right = [], [], []
+    correct = ai.correct.astype(float)
+    for b0 in range(0, n_boot, chunk):
+        w_ai = rng.multinomial(n, p_ai, size=min(chunk, n_boot - b0)).astype(float)  # [b, n]
+        ai_hits.append(w_ai @ hits.T)
+        ai_rest.append(w_ai @ rest.T)
+        ai_right.append(w_ai @ correct)
+        del w_ai
     w_u = rng.multinomial(U, np.full(U, 1.0 / U), size=n_boot).astype(float)  # [B, U]
-    team = _team(w_ai @ hits.T, w_ai @ rest.T, n, w_u @ hr.T, w_u @ ht.T)  # [B, K]
-    ai_alone = (w_ai @ ai.correct.astype(float)) / n
+    team = _team(np.concatenate(ai_hits), np.concatenate(ai_rest), n, w_u @ hr.T, w_u @ ht.T)  # [B, K]
+    ai_alone = np.concatenate(ai_right) / n
     right_all = np.bincount(humans.user, weights=humans.correct, minlength=U)
     total_all = np.bincount(humans.user, minlength=U).astype(float)
     human_alone = (w_u @ right_all) / (w_u @ total_all)

@@ -64,6 +64,8 @@ class TeamArm(BaseModel):
     paper_threshold: float | None
     paper_threshold_accuracy: float | None
     paper_team_accuracy: float | None = None  # the reference's Table 3 team accuracy (%)
+    fixed_threshold: float | None = None  # a threshold the user gave for this AI method
+    fixed_threshold_accuracy: float | None = None  # team accuracy there (all AI items, all users)
     authors_split: ThresholdChoice
     cross_validated: ThresholdChoice
     complementarity: Complementarity
@@ -85,22 +87,32 @@ class TeamReport(BaseModel):
 
 def analyse(table: TrialTable, ai: dict[str, AIPredictions], *, arm_of_method: dict[str, str] | None = None,
             min_accuracy: float | None = 0.5, method: MWMethod = "exact", correction: Correction = "holm",
-            n_boot: int = 2000, seed: int = 0, reference: str | None = None) -> TeamReport:
+            n_boot: int = 2000, seed: int = 0, reference: str | None = None, exclude: list[str] | None = None,
+            thresholds: dict[str, float] | None = None, n_pick: int | None = None, n_report: int | None = None) -> TeamReport:
     """Filter users, summarise model 1 per arm with pairwise tests, and model 2 per AI method.
 
     ``reference``: a preset of `REFERENCES` (``"cub"``, ``"imagenet-real"``) whose published figures
-    are reported beside ours; None shows none (another study's data is never compared to CUB's)."""
+    are reported beside ours; None shows none (another study's data is never compared to CUB's).
+    ``exclude``: user ids dropped before anything else; ``thresholds``: AI method -> a fixed T
+    reported beside the chosen ones; ``n_pick`` / ``n_report``: the split sizes of the authors'
+    threshold search (default: theirs, 1,000 / 4,000, scaled down for smaller sets)."""
     ref = _reference(reference)
-    kept = table.filter_users(min_accuracy) if min_accuracy is not None else table
+    kept = table.filter_users(min_accuracy, exclude=exclude)
+    mapping = arm_of_method or {m: a for m, a in CUB_AI_METHODS.items() if m in ai}
+    unknown_m = sorted(set(mapping) - set(ai))
+    unknown_a = sorted(set(mapping.values()) - set(kept.arms))
+    if unknown_m or unknown_a:
+        raise InputError(f"the arm map names AI method(s) {unknown_m} not in the predictions (found: {', '.join(ai)}) "
+                         f"or arm(s) {unknown_a} not in the trials (found: {', '.join(kept.arms)})")
+    bad_t = {m: t for m, t in (thresholds or {}).items() if m not in mapping or not 0.0 <= t <= 1.0}
+    if bad_t:
+        raise InputError(f"thresholds {bad_t}: each must name a mapped AI method ({', '.join(mapping)}) and lie in [0, 1]")
     arms = [a for a in kept.arms]
     from .data import CUB_ARMS
 
     arms = [a for a in CUB_ARMS if a in arms] + [a for a in arms if a not in CUB_ARMS]
-    mapping = arm_of_method or {m: a for m, a in CUB_AI_METHODS.items() if m in ai}
     team = []
     for m, arm in mapping.items():
-        if m not in ai or arm not in kept.arms:
-            continue
         h = human_trials(kept, arm)
         paper = ref.table3.get(arm) if ref is not None else None
         cv = cv_threshold(ai[m], h, seed=seed)
@@ -111,7 +123,9 @@ def analyse(table: TrialTable, ai: dict[str, AIPredictions], *, arm_of_method: d
             paper_threshold=paper[0] if paper else None,
             paper_threshold_accuracy=team_curve(ai[m], h, np.array([paper[0]]))[0].team_accuracy if paper and paper[0] is not None else None,
             paper_team_accuracy=paper[1] if paper else None,
-            authors_split=_authors_split(ai[m], h), cross_validated=cv,
+            fixed_threshold=(thresholds or {}).get(m),
+            fixed_threshold_accuracy=team_curve(ai[m], h, np.array([thresholds[m]]))[0].team_accuracy if thresholds and m in thresholds else None,
+            authors_split=_authors_split(ai[m], h, n_pick, n_report), cross_validated=cv,
             complementarity=complementarity(ai[m], h, cv.threshold, n_boot=n_boot, seed=seed),
             curve=[{"threshold": p.threshold, "coverage": p.coverage, "team_accuracy": p.team_accuracy} for p in curve],
         ))
@@ -120,11 +134,12 @@ def analyse(table: TrialTable, ai: dict[str, AIPredictions], *, arm_of_method: d
                       pairwise=pairwise_tests(kept, arms, method=method, correction=correction, seed=seed), team=team)
 
 
-def _authors_split(ai: AIPredictions, h: Any) -> ThresholdChoice:
+def _authors_split(ai: AIPredictions, h: Any, n_pick: int | None = None, n_report: int | None = None) -> ThresholdChoice:
     """The authors' 1k / 4k split, scaled down (1/5 to pick, the rest to report) for smaller sets."""
     n = ai.correct.size
-    n_pick = min(1000, max(1, n // 5))
-    return authors_threshold(ai, h, n_pick=n_pick, n_report=min(4000, n - n_pick))
+    n_pick = n_pick if n_pick is not None else min(1000, max(1, n // 5))
+    n_report = n_report if n_report is not None else min(4000, n - n_pick)
+    return authors_threshold(ai, h, n_pick=n_pick, n_report=n_report)
 
 
 def format_report(r: TeamReport) -> str:
@@ -155,6 +170,9 @@ def format_report(r: TeamReport) -> str:
                      f"{t.authors_split.threshold:>8.2f} {pct(t.authors_split.reported_accuracy):>8} {t.cross_validated.threshold:>5.2f} "
                      f"{pct(t.cross_validated.reported_accuracy):>7} {100 * c.margin:>+7.2f} "
                      f"[{100 * c.ci[0]:+5.2f}, {100 * c.ci[1]:+5.2f}] {c.p_value:>7.4f}")
+    fixed = [t for t in r.team if t.fixed_threshold is not None]
+    if fixed:
+        lines.append("fixed thresholds: " + ", ".join(f"{t.ai_method} T={t.fixed_threshold:g}: team {pct(t.fixed_threshold_accuracy)}" for t in fixed))
     lines.append("margin = team (at the CV threshold) - max(AI alone, humans alone); p: one-sided bootstrap test of margin <= 0")
     lines.append(f"paper columns: the {r.reference!r} reference" if r.reference else "paper columns: none (pass a reference preset to compare)")
     return "\n".join(lines)
