@@ -222,3 +222,126 @@ def test_engines_agree_and_unsupported_rules_fall_back(model, herd) -> None:
     with pytest.raises(xc.InputError, match="engine"):
         explain_pair(model, a, b, n=2, engine="fast")
     assert _hooks(model) == 0
+
+
+def _tiny_efficientnet(fused: bool = False) -> nn.Module:
+    """A small torchvision EfficientNet (random weights): MBConv blocks with squeeze-excitation and skips."""
+    from functools import partial
+
+    import torchvision
+    from torchvision.models.efficientnet import EfficientNet, FusedMBConvConfig, MBConvConfig
+
+    conf = partial(MBConvConfig, width_mult=1.0, depth_mult=1.0)
+    settings = [conf(1, 3, 1, 16, 16, 1), conf(4, 3, 2, 16, 24, 2), conf(4, 5, 1, 24, 24, 2)]
+    if fused:
+        settings = [FusedMBConvConfig(1, 3, 1, 16, 16, 2), *settings[1:]]
+    torch.manual_seed(0)
+    model = EfficientNet(settings, dropout=0.0, num_classes=12, last_channel=64 if fused else None).eval()
+    assert isinstance(model, torchvision.models.EfficientNet)
+    return model
+
+
+def test_efficientnet_canonizer_is_chosen_and_equals_zennits_attributor(recwarn) -> None:
+    from zennit.attribution import Gradient
+
+    from xcorr_pairx import EfficientNetCanonizer
+    from xcorr_pairx.lrp import cached_lrp
+
+    model = _tiny_efficientnet()
+    composite = default_composite(model)
+    assert [type(c) for c in composite.canonizers] == [EfficientNetCanonizer] and not recwarn.list
+    g = torch.Generator().manual_seed(1)
+    x, seed = torch.randn(2, 3, 48, 48, generator=g), torch.randn(2, 12, generator=g)
+    with torch.no_grad():
+        plain = model(x)
+    with Gradient(model, default_composite(model)) as attributor:
+        out, ref = attributor(x, seed)
+    torch.testing.assert_close(out, plain)  # canonizing changes the relevance, never the forward
+    with cached_lrp(model, default_composite(model)) as m, torch.enable_grad():
+        xx = x.clone().requires_grad_(True)
+        ours = torch.autograd.grad(m(xx), xx, grad_outputs=seed)[0]
+    torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-6)
+    # the canonizer matters: the generic BatchNorm merge gives another attribution (and a warning)
+    with pytest.warns(UserWarning, match="no canonizer"):
+        from zennit.canonizers import SequentialMergeBatchNorm
+        from zennit.composites import EpsilonPlus
+
+        default_composite(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)).eval())
+    with Gradient(model, EpsilonPlus(canonizers=[SequentialMergeBatchNorm()])) as attributor:
+        _, generic = attributor(x, seed)
+    assert not torch.allclose(generic, ref, rtol=1e-2, atol=1e-4)
+    assert _hooks(model) == 0 and all(not hasattr(mod, "canonizer_sum") for mod in model.modules())
+
+
+def test_signal_gate_and_residual_sum_by_hand() -> None:
+    from zennit.attribution import Gradient
+    from zennit.composites import EpsilonPlus
+    from torchvision.ops.misc import SqueezeExcitation
+
+    from xcorr_pairx import EfficientNetCanonizer, SignalGate
+
+    gate, x = torch.tensor([0.25, 4.0], requires_grad=True), torch.tensor([2.0, -1.0], requires_grad=True)
+    out = SignalGate.apply(gate, x)
+    gg, gx = torch.autograd.grad(out, (gate, x), grad_outputs=torch.tensor([1.0, 3.0]), allow_unused=True)
+    assert torch.equal(out.detach(), torch.tensor([0.5, -4.0])) and torch.equal(gg, torch.zeros(2)) and torch.equal(gx, torch.tensor([1.0, 3.0]))
+    # an SE block alone: the relevance reaching its output passes to its input untouched
+    se = SqueezeExcitation(4, 2).eval()
+    xi = torch.rand(1, 4, 3, 3)
+    seed = torch.rand(1, 4, 3, 3)
+    with Gradient(se, EpsilonPlus(canonizers=[EfficientNetCanonizer()])) as attributor:
+        out, rel = attributor(xi, seed)
+    torch.testing.assert_close(out, se(xi))
+    torch.testing.assert_close(rel, seed)  # all of it to the signal, none through the gate's branch
+
+
+def test_pairx_on_an_efficientnet_engines_agree_and_options() -> None:
+    from zennit.attribution import Gradient
+    from zennit.composites import EpsilonPlus
+
+    from xcorr_pairx import EfficientNetCanonizer
+
+    model = _tiny_efficientnet(fused=True)
+    g = torch.Generator().manual_seed(2)
+    a, b = torch.rand(3, 48, 48, generator=g), torch.rand(3, 48, 48, generator=g)
+    fast = explain_pair(model, a, b, layer="features.2", n=4)
+    ref = explain_pair(model, a, b, layer="features.2", n=4, engine="zennit")
+    assert torch.equal(fast.matches, ref.matches)
+    scale = float(ref.pixel_maps_a.abs().max())
+    torch.testing.assert_close(fast.pixel_maps_a, ref.pixel_maps_a, rtol=1e-4, atol=1e-5 * scale)
+    # residual_all also sums FusedMBConv's skip; merge_batchnorm folds BatchNorm: both change the relevance only
+    x, seed = torch.stack([a, b]), torch.randn(2, 12, generator=g)
+    outs = []
+    for canon in (EfficientNetCanonizer(), EfficientNetCanonizer(residual_all=True), EfficientNetCanonizer(residual_all=True, merge_batchnorm=True)):
+        with Gradient(model, EpsilonPlus(canonizers=[canon])) as attributor:
+            out, rel = attributor(x, seed)
+        outs.append((out, rel))
+    for out, _ in outs[1:]:
+        torch.testing.assert_close(out, outs[0][0], rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(outs[0][1], outs[1][1]) and not torch.allclose(outs[1][1], outs[2][1])
+
+
+def test_timm_blocks_are_recognised_without_timm() -> None:
+    from xcorr_pairx import EfficientNetCanonizer, is_efficientnet
+
+    class SqueezeExcite(nn.Module):  # timm's layout, defined here: timm is not installed
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv_reduce, self.act1, self.bn = nn.Conv2d(4, 2, 1), nn.ReLU(), nn.Identity()
+            self.conv_expand, self.gate = nn.Conv2d(2, 4, 1), nn.Sigmoid()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            s = self.conv_expand(self.act1(self.bn(self.conv_reduce(x.mean((2, 3), keepdim=True)))))
+            return x * self.gate(s)
+
+    SqueezeExcite.__module__ = "timm.models._efficientnet_blocks"
+    se = SqueezeExcite().eval()
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), se).eval()
+    assert is_efficientnet(model)
+    from zennit.attribution import Gradient
+    from zennit.composites import EpsilonPlus
+
+    x = torch.rand(1, 3, 6, 6)
+    with Gradient(se, EpsilonPlus(canonizers=[EfficientNetCanonizer()])) as attributor:
+        out, rel = attributor(x[:, :1].expand(1, 4, 6, 6).contiguous(), torch.ones(1, 4, 6, 6))
+    torch.testing.assert_close(rel, torch.ones(1, 4, 6, 6))  # the gate passes relevance to the signal only
+    assert not is_efficientnet(nn.Sequential(nn.Conv2d(3, 4, 3)))

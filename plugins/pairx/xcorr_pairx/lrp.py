@@ -19,6 +19,7 @@ Two engines apply a zennit composite (its canonizers and its module -> rule map)
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -31,14 +32,18 @@ __all__ = ["default_composite", "cosine_seed", "captured_forward", "cached_lrp",
 
 
 def default_composite(model: nn.Module, canonizers: list[Any] | None = None) -> Any:
-    """zennit's EpsilonPlus (ZPlus on convolutions, Epsilon on linear layers) with BatchNorm
-    merged by a canonizer: ``ResNetCanonizer`` for models built of torchvision ResNet blocks
-    (also xcorr's SmallResNet), ``VGGCanonizer`` for torchvision VGG, else a generic
-    ``SequentialMergeBatchNorm``. Pass ``canonizers`` for other architectures."""
+    """zennit's EpsilonPlus (ZPlus on convolutions, Epsilon on linear layers) with the canonizer the
+    model needs: ``ResNetCanonizer`` for models built of torchvision ResNet blocks (also xcorr's
+    SmallResNet), ``VGGCanonizer`` for torchvision VGG, `EfficientNetCanonizer` (the PAIR-X authors')
+    for torchvision and timm EfficientNets, else a generic ``SequentialMergeBatchNorm`` — with a
+    warning, since LRP through residual additions or gates it does not know is not the authors'.
+    Pass ``canonizers`` for other architectures (no warning then)."""
     import torchvision
     from zennit.canonizers import SequentialMergeBatchNorm
     from zennit.composites import EpsilonPlus
     from zennit.torchvision import ResNetCanonizer, VGGCanonizer
+
+    from .canonizers import EfficientNetCanonizer, is_efficientnet
 
     if canonizers is None:
         blocks = (torchvision.models.resnet.BasicBlock, torchvision.models.resnet.Bottleneck)
@@ -46,7 +51,12 @@ def default_composite(model: nn.Module, canonizers: list[Any] | None = None) -> 
             canonizers = [ResNetCanonizer()]
         elif isinstance(model, torchvision.models.VGG):
             canonizers = [VGGCanonizer()]
+        elif is_efficientnet(model):
+            canonizers = [EfficientNetCanonizer()]
         else:
+            warnings.warn(f"PAIR-X has no canonizer for {type(model).__name__}: using zennit's generic "
+                          "SequentialMergeBatchNorm, which leaves residual additions and gates to plain gradients; pass "
+                          "canonizers=[...] for this architecture", UserWarning, stacklevel=2)
             canonizers = [SequentialMergeBatchNorm()]
     return EpsilonPlus(canonizers=canonizers)
 
@@ -64,10 +74,11 @@ def cosine_seed(ea: torch.Tensor, eb: torch.Tensor) -> tuple[torch.Tensor, torch
 class _RuleState:
     """One layer call: the rule, the module, its input; the modified forward once built."""
 
-    __slots__ = ("rule", "module", "x", "cache")
+    __slots__ = ("rule", "module", "x", "cache", "out")
 
     def __init__(self, rule: Any, module: nn.Module, x: torch.Tensor) -> None:
         self.rule, self.module, self.x, self.cache = rule, module, x, None
+        self.out: torch.Tensor | None = None
 
     def relevance(self, grad: torch.Tensor) -> torch.Tensor:
         from zennit.core import ParamMod
@@ -95,16 +106,21 @@ class _RuleState:
 
 
 class _RuleNode(torch.autograd.Function):
-    """Forward: the layer's output (its own graph cut off). Backward: the rule's relevance for the input."""
+    """Forward: the layer's output (its own graph cut off). Backward: the rule's relevance for the input.
+
+    The output is handed over through the state, not as an input of the function: returned as an
+    input it would be a view, and a model that adds in place to it (EfficientNet's ``result += input``)
+    would be refused by autograd."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, y: torch.Tensor, state: _RuleState) -> torch.Tensor:
+    def forward(ctx: Any, x: torch.Tensor, state: _RuleState) -> torch.Tensor:
         ctx.state = state
-        return y.view_as(y)
+        out, state.out = state.out, None
+        return out
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
-        return ctx.state.relevance(grad), None, None
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return ctx.state.relevance(grad), None
 
 
 class _RuleHooks:
@@ -125,7 +141,9 @@ class _RuleHooks:
         x, self.stash = self.stash, None
         if x is None:
             return None
-        return _RuleNode.apply(x, output.detach(), _RuleState(self.rule, module, x.detach()))
+        state = _RuleState(self.rule, module, x.detach())
+        state.out = output.detach()
+        return _RuleNode.apply(x, state)
 
 
 def _rule_map(model: nn.Module, composite: Any) -> list[tuple[nn.Module, Any]] | None:
