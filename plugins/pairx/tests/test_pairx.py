@@ -202,6 +202,77 @@ def test_cached_engine_equals_zennit_on_torchvision_models(arch) -> None:
     assert _hooks(model) == 0
 
 
+@pytest.mark.parametrize("which", ["gamma_box", "alpha_beta", "zplus_subclass"])
+def test_cached_engine_equals_zennit_for_other_composites(which) -> None:
+    """Rules outside the scale-once fast path (ZBox, AlphaBeta, a ZPlus subclass) and Gamma's
+    zero-coefficient branch give zennit's attribution too, mixed with fast-path rules in one model."""
+    import torchvision
+    from zennit.attribution import Gradient
+    from zennit.composites import EpsilonAlpha2Beta1, EpsilonGammaBox, SpecialFirstLayerMapComposite, layer_map_base
+    from zennit.rules import Epsilon, ZPlus
+    from zennit.torchvision import ResNetCanonizer
+    from zennit.types import Convolution, Linear
+
+    from xcorr_pairx.lrp import cached_lrp
+
+    class MyZPlus(ZPlus):  # a subclass may change the mapper or reducer: the generic path
+        pass
+
+    def make():
+        if which == "gamma_box":
+            return EpsilonGammaBox(low=-3.0, high=3.0, canonizers=[ResNetCanonizer()])
+        if which == "alpha_beta":
+            return EpsilonAlpha2Beta1(canonizers=[ResNetCanonizer()])
+        return SpecialFirstLayerMapComposite(layer_map_base() + [(Convolution, MyZPlus()), (Linear, Epsilon())],
+                                             [(Convolution, ZPlus())], canonizers=[ResNetCanonizer()])
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None, num_classes=8).eval()
+    g = torch.Generator().manual_seed(1)
+    x, seed = torch.randn(2, 3, 48, 48, generator=g), torch.randn(2, 8, generator=g)
+    with Gradient(model, make()) as attributor:
+        _, ref = attributor(x, seed)
+    with cached_lrp(model, make()) as m, torch.enable_grad():
+        xx = x.clone().requires_grad_(True)
+        out = m(xx)
+        ours = torch.autograd.grad(out, xx, grad_outputs=seed, retain_graph=True)[0]
+        batched = torch.autograd.grad(out, xx, grad_outputs=torch.stack([2 * seed, seed]), is_grads_batched=True)[0]
+    scale = float(ref.abs().max())
+    torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-5 * scale)
+    torch.testing.assert_close(batched[1], ref, rtol=1e-4, atol=1e-5 * scale)
+    assert _hooks(model) == 0
+
+
+def test_cached_engine_scales_once_per_forward() -> None:
+    """EpsilonPlus's rules keep their stabilised denominators: zennit's gradient mapper runs once per
+    layer call (when the first backward builds it), not once per backward."""
+    import torchvision
+
+    from xcorr_pairx.lrp import cached_lrp
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None, num_classes=8).eval()
+    composite = default_composite(model)
+    calls = {"n": 0}
+    x = torch.randn(1, 3, 32, 32)
+    with cached_lrp(model, composite) as m, torch.enable_grad():
+        for _, rule in [(mod, composite.module_map({}, name, mod)) for name, mod in m.named_modules()]:
+            if rule is not None and hasattr(rule, "gradient_mapper") and not hasattr(rule, "_counted"):
+                inner = rule.gradient_mapper
+
+                def counted(grad, outputs, inner=inner):
+                    calls["n"] += 1
+                    return inner(grad, outputs)
+                rule.gradient_mapper, rule._counted = counted, True
+        xx = x.clone().requires_grad_(True)
+        out = m(xx)
+        for k in range(3):
+            torch.autograd.grad(out, xx, grad_outputs=torch.randn(1, 8), retain_graph=True)
+            if k == 0:
+                first = calls["n"]
+    assert first > 0 and calls["n"] == first
+
+
 def test_engines_agree_and_unsupported_rules_fall_back(model, herd) -> None:
     from zennit.composites import LayerMapComposite
     from zennit.rules import ReLUGuidedBackprop

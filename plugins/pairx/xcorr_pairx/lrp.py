@@ -71,32 +71,79 @@ def cosine_seed(ea: torch.Tensor, eb: torch.Tensor) -> tuple[torch.Tensor, torch
     return cos, eb / (na * nb) - cos * ea / na**2, ea / (na * nb) - cos * eb / nb**2
 
 
-class _RuleState:
-    """One layer call: the rule, the module, its input; the modified forward once built."""
+def _product_sum_rules() -> dict[type, tuple[float, ...]]:
+    """zennit rules whose gradient mapper scales the output gradient elementwise by a function of
+    the modified outputs (``out_grad / stabilize(...)``, Gamma's ``output * out_grad / ...``) and
+    whose reducer is ``sum_k c_k * input_k * gradient_k``: rule type -> the c_k. Only exact types:
+    a subclass may change either function."""
+    from zennit.rules import Epsilon, Gamma, Norm, ZPlus
 
-    __slots__ = ("rule", "module", "x", "cache", "out")
+    return {Epsilon: (1.0,), Norm: (1.0,), ZPlus: (1.0, 1.0), Gamma: (1.0, 1.0, 1.0, 1.0, 0.0)}
+
+
+class _RuleState:
+    """One layer call: the rule, the module, its input; the modified forward once built.
+
+    For the product-sum rules (`_product_sum_rules`: EpsilonPlus's ZPlus, Epsilon and Norm) the
+    first backward also keeps each branch's scale ``gradient_mapper(1, outputs)`` (for ZPlus
+    ``1 / stabilize(z+ + z-)``), so every backward is one multiply, the modified forward's
+    input-gradient and one multiply per live branch — no stabiliser or division recomputed, no
+    product with an all-zero branch. Other rules call zennit's mapper and reducer each time."""
+
+    __slots__ = ("rule", "module", "x", "cache", "out", "fast", "sum_ratio")
 
     def __init__(self, rule: Any, module: nn.Module, x: torch.Tensor) -> None:
         self.rule, self.module, self.x, self.cache = rule, module, x, None
         self.out: torch.Tensor | None = None
+        self.fast: list[tuple[int, torch.Tensor, float]] | None = None  # (branch, scale, coefficient) per live branch
+        self.sum_ratio: torch.Tensor | None = None  # zennit's Sum under a single-branch rule: x * scale, unsqueezed
 
-    def relevance(self, grad: torch.Tensor) -> torch.Tensor:
+    def _build(self) -> None:
         from zennit.core import ParamMod
 
+        rule = self.rule
+        inputs, outputs = [], []
+        for in_mod, param_mod, out_mod in zip(rule.input_modifiers, rule.param_modifiers, rule.output_modifiers):
+            inp = in_mod(self.x).detach().requires_grad_()
+            with ParamMod.ensure(param_mod)(self.module) as modified, torch.enable_grad():
+                out = out_mod(modified.forward(inp))
+            inputs.append(inp)
+            outputs.append(out)
+        live = [k for k, i in enumerate(inputs) if bool(i.detach().any())]
+        self.cache = (inputs, outputs, live)
+        coefs = _product_sum_rules().get(type(rule))
+        if coefs is not None and len(coefs) == len(inputs):
+            with torch.no_grad():
+                scales = rule.gradient_mapper(torch.ones_like(outputs[0]), [o.detach() for o in outputs])
+            if isinstance(scales, torch.Tensor):
+                scales = (scales,)
+            self.fast = [(k, scales[k], coefs[k]) for k in live if coefs[k] != 0] or None  # none live: zennit's reducer
+            from zennit.layer import Sum
+
+            if self.fast is not None and len(inputs) == 1 and type(self.module) is Sum:
+                # a residual addition: its input-gradient only expands, so relevance = grad (x) (x * scale) along dim
+                dim = self.module.dim % self.x.dim()  # kept with the summed dim first: each branch's share is dense
+                self.sum_ratio = (self.x * scales[0].unsqueeze(dim)).detach().movedim(dim, 0).contiguous()
+
+    def relevance(self, grad: torch.Tensor) -> torch.Tensor:
         rule = self.rule
         if rule is None:  # Pass
             return grad
         if self.cache is None:
-            inputs, outputs = [], []
-            for in_mod, param_mod, out_mod in zip(rule.input_modifiers, rule.param_modifiers, rule.output_modifiers):
-                inp = in_mod(self.x).detach().requires_grad_()
-                with ParamMod.ensure(param_mod)(self.module) as modified, torch.enable_grad():
-                    out = out_mod(modified.forward(inp))
-                inputs.append(inp)
-                outputs.append(out)
-            live = [k for k, i in enumerate(inputs) if bool(i.detach().any())]
-            self.cache = (inputs, outputs, live)
+            self._build()
         inputs, outputs, live = self.cache
+        if self.sum_ratio is not None:
+            return (grad.unsqueeze(0) * self.sum_ratio).movedim(0, self.module.dim % self.x.dim())
+        if self.fast is not None:
+            grads = torch.autograd.grad([outputs[k] for k, _, _ in self.fast], [inputs[k] for k, _, _ in self.fast],
+                                        grad_outputs=[grad * scale for _, scale, _ in self.fast], retain_graph=True)
+            out = None
+            for (k, _, c), g in zip(self.fast, grads):
+                # a fresh, dense gradient is multiplied in place (no new buffer); an expanded one (Sum's) is not
+                term = g.mul_(inputs[k].detach()) if g.is_contiguous() else g * inputs[k].detach()
+                term = term if c == 1.0 else term.mul_(c)
+                out = term if out is None else out.add_(term)
+            return out
         gout = rule.gradient_mapper(grad, outputs)
         if isinstance(gout, torch.Tensor):
             gout = (gout,)
