@@ -199,6 +199,7 @@ def test_cached_engine_equals_zennit_on_torchvision_models(arch) -> None:
         batched = torch.autograd.grad(out, xx, grad_outputs=torch.stack([seed, -3 * seed]), is_grads_batched=True)[0]
     torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(batched[1], -3 * ref, rtol=1e-4, atol=1e-5)
+    assert float((ours - ref).abs().max()) <= 1e-5 * float(ref.abs().max())  # the bar: equal to 1e-5
     assert _hooks(model) == 0
 
 
@@ -285,6 +286,8 @@ def test_engines_agree_and_unsupported_rules_fall_back(model, herd) -> None:
     slow = explain_pair(model, a, b, n=4, engine="zennit")
     assert fast.meta["lrp_engine"] == "cached" and slow.meta["lrp_engine"] == "zennit"
     torch.testing.assert_close(fast.pixel_maps_a, slow.pixel_maps_a, rtol=1e-4, atol=1e-7)
+    for f, z in ((fast.pixel_maps_a, slow.pixel_maps_a), (fast.pixel_maps_b, slow.pixel_maps_b)):
+        assert float((f - z).abs().max()) <= 1e-5 * float(z.abs().max())
     torch.testing.assert_close(fast.relevance_b, slow.relevance_b, rtol=1e-4, atol=1e-7)
     guided = LayerMapComposite([(Activation, ReLUGuidedBackprop())])
     assert not supports_cached(model, guided)

@@ -102,14 +102,24 @@ class _RuleState:
         from zennit.core import ParamMod
 
         rule = self.rule
-        inputs, outputs = [], []
-        for in_mod, param_mod, out_mod in zip(rule.input_modifiers, rule.param_modifiers, rule.output_modifiers):
-            inp = in_mod(self.x).detach().requires_grad_()
-            with ParamMod.ensure(param_mod)(self.module) as modified, torch.enable_grad():
-                out = out_mod(modified.forward(inp))
-            inputs.append(inp)
-            outputs.append(out)
+        mods = list(zip(rule.input_modifiers, rule.param_modifiers, rule.output_modifiers))
+        inputs = [in_mod(self.x).detach().requires_grad_() for in_mod, _, _ in mods]
         live = [k for k, i in enumerate(inputs) if bool(i.detach().any())]
+        affine = isinstance(self.module, (nn.modules.conv._ConvNd, nn.Linear))
+        outputs: list[torch.Tensor | None] = [None] * len(mods)
+        for k in sorted(range(len(mods)), key=lambda k: k not in live):  # live branches first: they give the shape
+            _, param_mod, out_mod = mods[k]
+            with ParamMod.ensure(param_mod)(self.module) as modified, torch.enable_grad():
+                shape = next((o.shape for o in outputs if o is not None), None)
+                if k not in live and affine and shape is not None:
+                    # an all-zero input: a convolution / linear layer gives its (modified) bias, no forward needed
+                    bias = modified.bias.detach() if modified.bias is not None else None
+                    out = self.x.new_zeros(shape)
+                    if bias is not None:
+                        out = out + (bias.view(-1, *[1] * (len(shape) - 2)) if isinstance(self.module, nn.modules.conv._ConvNd) else bias)
+                    outputs[k] = out_mod(out)
+                else:
+                    outputs[k] = out_mod(modified.forward(inputs[k]))
         self.cache = (inputs, outputs, live)
         coefs = _product_sum_rules().get(type(rule))
         if coefs is not None and len(coefs) == len(inputs):
