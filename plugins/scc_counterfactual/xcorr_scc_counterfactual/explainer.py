@@ -84,9 +84,11 @@ class SCCExplainer(xc.Explainer):
         prefilter_rounding: Literal["floor", "ceil"] = Field("floor", description="candidates kept: floor (the authors' int) or ceil of the fraction")
         distractors: int = Field(20, ge=1, description="distractor images used at most (paper up to 20)")
         max_edits: int | None = Field(None, ge=1, description="cap on edits (default: every cell); reaching it is a reported failure")
-        path: Literal["auto", "closed_form", "first_linear", "generic"] = Field(
-            "auto", description="closed form when g is pooling + linear; first-linear when g starts with a linear layer (VGG); else generic")
-        chunk: int = Field(4096, ge=1, description="candidates scored per batch (generic path memory: chunk*h*w*d floats)")
+        path: Literal["auto", "closed_form", "first_linear", "local", "generic"] = Field(
+            "auto", description="closed form when g is pooling + linear; first-linear when g starts with a linear layer (VGG); "
+                                "local when g is residual blocks + pooling + linear (the paper's ResNet-50 cut); else generic")
+        chunk: int | None = Field(None, ge=1, description="candidates scored per batch; None = as many as fit memory_mb")
+        memory_mb: float = Field(1024.0, gt=0, description="working-memory budget of one batch of candidates (MB)")
 
     def explain_images(self, model: nn.Module | ModelSplit, query_image: torch.Tensor, distractor_images: torch.Tensor,
                        aux: AuxiliaryModel | None = None, *, target: int | None = None, query_id: int | None = None,
@@ -103,7 +105,7 @@ class SCCExplainer(xc.Explainer):
             split, query_image, distractor_images, aux, target=target, query_id=query_id, distractor_ids=distractor_ids,
             method=self.name, semantic_weight=c.semantic_weight, temperature=c.temperature, prefilter=c.prefilter,
             distractors=c.distractors, max_edits=c.max_edits, path=c.path, chunk=c.chunk, prefilter_by=c.prefilter_by,
-            prefilter_rounding=c.prefilter_rounding,
+            prefilter_rounding=c.prefilter_rounding, memory_mb=c.memory_mb,
         )
 
     def explain(self, case: xc.Case) -> Counterfactual:
@@ -127,8 +129,9 @@ def explain_counterfactual(
     split: ModelSplit, query_image: torch.Tensor, distractor_images: torch.Tensor, aux: AuxiliaryModel | None = None, *,
     target: int | None = None, query_id: int | None = None, distractor_ids: list[int] | None = None, method: str = "scc",
     semantic_weight: float = 0.4, temperature: float = 0.1, prefilter: float = 0.1, distractors: int = 20,
-    max_edits: int | None = None, path: Literal["auto", "closed_form", "first_linear", "generic"] = "auto", chunk: int = 4096,
+    max_edits: int | None = None, path: Literal["auto", "closed_form", "first_linear", "local", "generic"] = "auto", chunk: int | None = None,
     prefilter_by: Literal["cosine", "log_softmax"] = "cosine", prefilter_rounding: Literal["floor", "ceil"] = "floor",
+    memory_mb: float = 1024.0,
 ) -> Counterfactual:
     """Functional form of `SCCExplainer.explain_images` (same arguments as its config)."""
     check_tensor("query_image", query_image, ndim=3, floating=True, non_empty=True, finite=True)
@@ -170,6 +173,7 @@ def explain_counterfactual(
         image_size=tuple(query_image.shape[-2:]), query_id=query_id, distractor_ids=distractor_ids, method=method,
         semantic_weight=semantic_weight, temperature=temperature, prefilter=prefilter, max_edits=max_edits, path=path,
         chunk=chunk, aux_name=getattr(aux, "name", None), prefilter_by=prefilter_by, prefilter_rounding=prefilter_rounding,
+        memory_mb=memory_mb,
     )
 
 
@@ -177,9 +181,9 @@ def counterfactual_from_features(
     split: ModelSplit, query: torch.Tensor, distractors: torch.Tensor, target: int, aux_query: torch.Tensor | None,
     aux_distractors: torch.Tensor | None, *, image_size: tuple[int, int], query_id: int | None = None,
     distractor_ids: list[int] | None = None, method: str = "scc", semantic_weight: float = 0.4, temperature: float = 0.1,
-    prefilter: float = 0.1, max_edits: int | None = None, path: Literal["auto", "closed_form", "first_linear", "generic"] = "auto",
-    chunk: int = 4096, aux_name: str | None = None, prefilter_by: Literal["cosine", "log_softmax"] = "cosine",
-    prefilter_rounding: Literal["floor", "ceil"] = "floor",
+    prefilter: float = 0.1, max_edits: int | None = None, path: Literal["auto", "closed_form", "first_linear", "local", "generic"] = "auto",
+    chunk: int | None = None, aux_name: str | None = None, prefilter_by: Literal["cosine", "log_softmax"] = "cosine",
+    prefilter_rounding: Literal["floor", "ceil"] = "floor", memory_mb: float = 1024.0,
 ) -> Counterfactual:
     """The search on precomputed features: f(I) `[d, h, w]`, f(I') `[n, d, h, w]` and, when the semantic
     term or the pre-filter is on, u(I) `[d', h, w]` and u(I') `[n, d', h, w]` on the same grid."""
@@ -193,7 +197,8 @@ def counterfactual_from_features(
     res = search_counterfactual(
         query, distractors, split.g, target, log_semantic=log_sem, semantic_weight=semantic_weight if use_sem else 0.0,
         prefilter=prefilter, max_edits=max_edits, linear_head=split.linear_head,
-        first_linear=split.first_linear(tuple(query.shape)), path=path, chunk=chunk,
+        first_linear=split.first_linear(tuple(query.shape)), path=path, chunk=chunk, memory_mb=memory_mb,
+        local_tail=split.local_tail() if path in ("auto", "local") else None,
         prefilter_key=cos if use_sem and prefilter_by == "cosine" else None, prefilter_rounding=prefilter_rounding,
     )
     return Counterfactual(

@@ -12,7 +12,7 @@ first step. After an edit, every candidate that reuses its query cell or its dis
 dropped. The search stops when g predicts c' (success) or at ``max_edits`` / when no candidate is
 left (failure, reported, never raised).
 
-Scoring is batched over candidates in chunks. Three exact paths:
+Scoring is batched over candidates in chunks. Four exact paths:
 
 - closed form, when g is global average pooling + linear (``W``, ``b``): replacing cell i by cell j
   changes the logits by ``W (d_j - q_i) / hw``, so all candidates of a step cost one gather and a
@@ -21,7 +21,12 @@ Scoring is batched over candidates in chunks. Three exact paths:
   layer's output changes by ``W1_i (d_j - q_i)`` (``W1_i`` = the block of W1 that reads cell i), so
   only ``d`` of its ``d*h*w`` inputs are multiplied per candidate (candidates are kept sorted by
   query cell: one matrix product per query cell and chunk); the rest of g runs on the result;
+- local, when g is stride-1 residual blocks + pooling + linear (the paper's ResNet-50 g =
+  ``layer4[1:]`` + pool + fc): each candidate evaluated on the window its edit can reach
+  (`local`);
 - generic, any g: candidate feature maps built with one indexed write per chunk and run through g.
+
+Chunks are sized from a memory budget (``memory_mb``) unless ``chunk`` is given.
 """
 from __future__ import annotations
 
@@ -37,6 +42,7 @@ from torch import nn
 from xcorr_core.errors import InputError
 from xcorr_core.validation import check_same_device, check_tensor
 
+from .local import LocalTail, _Local, local_tail_of
 from .split import in_training
 
 __all__ = ["Edit", "SearchResult", "semantic_cosine", "semantic_log_likelihood", "prefilter_candidates", "search_counterfactual",
@@ -65,7 +71,8 @@ class SearchResult(BaseModel):
     grid: tuple[int, int]
     n_distractors: int
     candidates: int = Field(description="candidates after the pre-filter")
-    path: Literal["closed_form", "first_linear", "generic"]
+    path: Literal["closed_form", "first_linear", "local", "generic"]
+    chunk: int = Field(0, description="candidates scored per batch")
     seconds: float
     prob_target: list[float] = Field(description="g_c' before the first edit and after each edit")
 
@@ -234,10 +241,12 @@ def search_counterfactual(
     stop_at_flip: bool = True,
     linear_head: tuple[torch.Tensor, torch.Tensor | None] | None = None,
     first_linear: tuple[torch.Tensor, torch.Tensor | None, nn.Module] | None = None,
-    path: Literal["auto", "closed_form", "first_linear", "generic"] = "auto",
-    chunk: int = 4096,
+    path: Literal["auto", "closed_form", "first_linear", "local", "generic"] = "auto",
+    chunk: int | None = None,
     prefilter_key: torch.Tensor | None = None,
     prefilter_rounding: Literal["floor", "ceil"] = "floor",
+    memory_mb: float = 1024.0,
+    local_tail: LocalTail | None = None,
 ) -> SearchResult:
     """Greedy counterfactual search in feature space.
 
@@ -259,9 +268,12 @@ def search_counterfactual(
         linear_head: (W `[C, d]`, b `[C]`) when g is pooling + linear; enables the closed form.
         first_linear: (W1 blocks `[h*w, d, out]`, b1, rest) when g starts with a linear layer on the flattened
             map (`split.first_linear_of`); enables the first-linear path.
-        path: ``"auto"`` takes the closed form, else the first-linear path, else the generic one.
-        chunk: candidates scored per batch (bounds memory: the generic path holds
-            ``chunk * h * w * d`` floats).
+        path: ``"auto"`` takes the closed form, else the first-linear path, else the local path when g
+            is residual blocks + pooling + linear (`local.local_tail_of`), else the generic one.
+        chunk: candidates scored per batch; None = as many as fit ``memory_mb`` (the generic path holds
+            about ``4 * h * w * d`` floats per candidate, the local path its window's intermediates).
+        memory_mb: working-memory budget of one chunk when ``chunk`` is None.
+        local_tail: g's `LocalTail` if already parsed (else parsed from g when needed).
     """
     t0 = time.perf_counter()
     _check_inputs(query, distractors)
@@ -269,8 +281,10 @@ def search_counterfactual(
         raise InputError("g is in training mode (dropout / batch-norm statistics would make scores random): call model.eval()")
     if not 0 < prefilter <= 1:
         raise InputError(f"prefilter must be in (0, 1], got {prefilter}")
-    if chunk < 1:
+    if chunk is not None and chunk < 1:
         raise InputError(f"chunk must be >= 1, got {chunk}")
+    if memory_mb <= 0:
+        raise InputError(f"memory_mb must be > 0, got {memory_mb}")
     d, h, w = query.shape
     n, hw = distractors.shape[0], h * w
     big_n = n * hw
@@ -286,18 +300,34 @@ def search_counterfactual(
         raise InputError("path='closed_form' needs g to be global average pooling + linear (linear_head)")
     if path == "first_linear" and first_linear is None:
         raise InputError("path='first_linear' needs g to start with a linear layer on the flattened map (first_linear)")
-    if path == "auto":
-        path = "closed_form" if linear_head is not None else "first_linear" if first_linear is not None else "generic"
+    if path in ("auto", "local") and local_tail is None and linear_head is None and first_linear is None:
+        local_tail = local_tail_of(g)
+    if path == "local" and local_tail is None:
+        raise InputError("path='local' needs g to be stride-1 torchvision residual blocks (identity skips, BatchNorm) "
+                         "+ global average pooling + linear")
+    if path == "auto":  # the local path pays off while an edit's window is smaller than the map
+        small = local_tail is not None and (2 * local_tail.radius + 1) ** 2 < query.shape[1] * query.shape[2]
+        path = ("closed_form" if linear_head is not None else "first_linear" if first_linear is not None
+                else "local" if small else "generic")
 
     dev = query.device
     cur = query.flatten(1).T.contiguous()  # [hw, d]
     dcells = distractors.permute(0, 2, 3, 1).reshape(big_n, d).contiguous()  # [n*hw, d]
-    scorer: _ClosedForm | _FirstLinear | _Generic
+    budget = memory_mb * 2**20
+    item = query.element_size()
+    scorer: _ClosedForm | _FirstLinear | _Local | _Generic
     if path == "closed_form":
+        c = linear_head[0].shape[0]  # type: ignore[index]
+        chunk = chunk or max(1, int(budget // (3 * c * item)))
         scorer = _ClosedForm(linear_head[0], linear_head[1], cur, dcells, target, chunk)  # type: ignore[index]
     elif path == "first_linear":
+        chunk = chunk or max(1, int(budget // (4 * first_linear[0].shape[-1] * item)))  # type: ignore[index]
         scorer = _FirstLinear(*first_linear, cur, dcells, target, chunk)  # type: ignore[misc]
+    elif path == "local":
+        scorer = _Local(local_tail, cur, dcells, (h, w), target, 1)  # type: ignore[arg-type]
+        scorer.chunk = chunk = chunk or max(1, int(budget // scorer.bytes_per_candidate()))
     else:
+        chunk = chunk or max(1, int(budget // (4 * hw * d * item)))
         scorer = _Generic(g, cur, dcells, (d, h, w), target, chunk)
 
     # candidates: flat k = i * (n*hw) + j, optionally the global top fraction by the pre-filter's key
@@ -341,7 +371,7 @@ def search_counterfactual(
         sem = sem[alive] if sem is not None else None
         probs.append(float(torch.softmax(logits.float(), 0)[target]))
     return SearchResult(target_class=target, query_class=query_class, edits=edits, success=reason == "flipped", reason=reason,
-                        grid=(h, w), n_distractors=n, candidates=n_candidates, path=path,
+                        grid=(h, w), n_distractors=n, candidates=n_candidates, path=path, chunk=chunk,
                         seconds=time.perf_counter() - t0, prob_target=probs)
 
 

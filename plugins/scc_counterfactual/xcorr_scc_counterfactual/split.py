@@ -11,13 +11,16 @@ weight and bias so the search can use the exact closed form of a cell replacemen
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 from torch import nn
 
 from xcorr_core import FeatureExtractor
 from xcorr_core.errors import InputError, LayerNotFoundError
+
+if TYPE_CHECKING:
+    from .local import LocalTail
 
 __all__ = ["ModelSplit", "split_model", "PoolLinear", "linear_head_of", "first_linear_of", "in_training"]
 
@@ -55,7 +58,7 @@ def _modules_of(g: nn.Module) -> list[nn.Module] | None:
 
 def in_training(g: nn.Module) -> bool:
     """Whether any module of ``g`` (other than this file's parameter-free wrappers) is in training mode."""
-    return any(m.training for m in g.modules() if not isinstance(m, (PoolLinear, _Chain)))
+    return any(m.training for m in g.modules() if not isinstance(m, (PoolLinear, _Chain, nn.ModuleList)))
 
 
 def linear_head_of(g: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None] | None:
@@ -119,6 +122,7 @@ class ModelSplit:
         self.f, self.g, self.layer = f, g, layer
         self.linear_head = linear_head_of(g)
         self._first_linear: dict[tuple[int, int, int], object] = {}
+        self._local_tail: object = False  # not parsed yet
 
     @torch.no_grad()
     def features(self, images: torch.Tensor) -> torch.Tensor:
@@ -140,6 +144,15 @@ class ModelSplit:
         if shape not in self._first_linear:  # the block copy is made once per split and grid
             self._first_linear[shape] = first_linear_of(self.g, shape)
         return self._first_linear[shape]  # type: ignore[return-value]
+
+    def local_tail(self) -> "LocalTail | None":
+        """g's residual tail with BatchNorm folded (`local.local_tail_of`), parsed once per split; None
+        when g is not one (or is pooling + linear)."""
+        if self._local_tail is False:
+            from .local import local_tail_of
+
+            self._local_tail = None if self.linear_head is not None else local_tail_of(self.g)
+        return self._local_tail  # type: ignore[return-value]
 
     @property
     def training(self) -> bool:
