@@ -76,5 +76,6 @@ def test_named_split_presets():
     closed = split_model(r18, "closed_form")
     assert closed.layer == "layer4" and closed.linear_head is not None  # g = pooling + linear
     assert split_model(r18, "paper").linear_head is None  # the paper's g is non-linear
+    assert not split_model(r18, "paper").training  # the chain's own containers do not count as training
     with pytest.raises(xc.InputError, match="closed_form"):
         split_model(vgg, "closed_form")

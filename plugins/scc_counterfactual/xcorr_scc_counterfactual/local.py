@@ -148,7 +148,9 @@ class _Local:
                 v = pre.relu() if layer.relu else pre
             x = (v + x).relu()
             self.base.append(rec)
-        self.out = self._padded(x[0])
+        out = self._padded(x[0])
+        r = self.pad  # the current map's in-image sum over every cell's final window
+        self.window_sum = torch.bmm(self.mask[r][:, None, :], out[self.idx[r]])[:, 0]
         self.pooled = x[0].mean((1, 2))
         self.z = self.pooled @ self.tail.fc_w.T + (self.tail.fc_b if self.tail.fc_b is not None else 0)
 
@@ -162,7 +164,7 @@ class _Local:
                     vals = torch.addmm(layer.bias, vals.flatten(0, 1), layer.weight).view(n, vals.shape[1], -1)
                 else:
                     side = 2 * r + 1
-                    delta = (vals - base_in[self.idx[r][i]]) * self.mask[r][i][..., None]
+                    delta = base_in[self.idx[r][i]].neg_().add_(vals).mul_(self.mask[r][i][..., None])
                     prod = (delta.flatten(0, 1) @ layer.weight).view(n, side, side, 3, 3, -1)
                     r += 1
                     out = base_pre[self.idx[r][i]].view(n, side + 2, side + 2, -1)  # a fresh gather: safe to add into
@@ -178,9 +180,10 @@ class _Local:
             else:
                 side, s_in, d = 2 * r + 1, 2 * r_in + 1, r - r_in
                 skip.view(n, side, side, -1)[:, d:d + s_in, d:d + s_in] = x_in.view(n, s_in, s_in, -1)
-            vals = (vals + skip).relu_()
-        change = ((vals - self.out[self.idx[r][i]]) * self.mask[r][i][..., None]).sum(1) / (self.h * self.w)
-        return self.z + change @ self.tail.fc_w.T
+            vals = skip.add_(vals).relu_()
+        # the pooled change: in-image window sum of the candidate minus that of the current map
+        change = torch.bmm(self.mask[r][i][:, None, :], vals)[:, 0] - self.window_sum[i]
+        return self.z + change @ self.tail.fc_w.T / (self.h * self.w)
 
     def score(self, ci: torch.Tensor, cj: torch.Tensor) -> torch.Tensor:
         out = torch.empty(len(ci), dtype=self.cur.dtype, device=self.cur.device)
