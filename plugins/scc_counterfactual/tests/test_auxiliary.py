@@ -77,3 +77,25 @@ def test_parts_detector_checks_its_head(tmp_path):
 
     with pytest.raises(xc.InputError, match="outputs"):
         PartsDetector(load_checkpoint(path), PART_NAMES)
+
+
+def test_study_reuses_f_for_the_classifiers_own_features() -> None:
+    """The 'classifier' auxiliary model at the split layer is f itself: the study takes f's features
+    (no second pass) and they equal what the auxiliary model computes; another layer is computed."""
+    from xcorr_core.data import SynthBirds
+
+    from xcorr_scc_counterfactual import split_model
+    from xcorr_scc_counterfactual.study import prepare_study
+
+    model = load_pretrained("birds")
+    test, pool = SynthBirds("test", per_class=1, progress=False), SynthBirds("train", per_class=1, progress=False)
+    data = prepare_study(split_model(model, "layer4"), test, pool)
+    aux = load_auxiliary("classifier", model)
+    q, p = data.aux(aux)
+    assert q.data_ptr() == data.q_feats.data_ptr()  # shared, not recomputed
+    torch.testing.assert_close(q, aux(test.images.float() / 255, (7, 7)))
+    torch.testing.assert_close(p, aux(pool.images.float() / 255, (7, 7)))
+    other = load_auxiliary("classifier", model, layer="layer3")
+    q3, _ = data.aux(other)
+    assert q3.data_ptr() != data.q_feats.data_ptr()
+    torch.testing.assert_close(q3, other(test.images.float() / 255, (7, 7)))

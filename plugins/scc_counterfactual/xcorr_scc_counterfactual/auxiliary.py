@@ -49,12 +49,15 @@ class AuxiliaryModel:
 
     def __init__(self, extract: Callable[[torch.Tensor], torch.Tensor], name: str = "auxiliary") -> None:
         self.extract, self.name = extract, name
+        self.source: tuple[nn.Module, str] | None = None  # (model, layer) when read from a model's layer
 
     @classmethod
     def from_layer(cls, model: nn.Module, layer: str, name: str | None = None) -> "AuxiliaryModel":
         """Features of ``model`` at ``layer`` (dotted name), read without changing the model."""
         fx = FeatureExtractor(model, [layer])
-        return cls(lambda x: fx(x).maps[layer], name or f"{type(model).__name__}.{layer}")
+        aux = cls(lambda x: fx(x).maps[layer], name or f"{type(model).__name__}.{layer}")
+        aux.source = (model, layer)
+        return aux
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
@@ -129,7 +132,7 @@ def load_auxiliary(name: Literal["ssl", "parts", "classifier"], classifier: nn.M
     if name == "classifier":
         if classifier is None:
             raise InputError("load_auxiliary('classifier') needs the classifier")
-        return AuxiliaryModel.from_layer(classifier, layer, "classifier features")
+        return AuxiliaryModel.from_layer(classifier, layer, f"classifier features ({layer})")
     raise InputError(f"unknown auxiliary model {name!r}: use 'ssl', 'parts' or 'classifier'")
 
 

@@ -155,6 +155,11 @@ class ModelSplit:
         return self._local_tail  # type: ignore[return-value]
 
     @property
+    def source(self) -> tuple[nn.Module, str] | None:
+        """(model, layer) when f reads a model's layer (`split_model`), else None."""
+        return (self.f.model, self.f.layer) if isinstance(self.f, _LayerFeatures) else None
+
+    @property
     def training(self) -> bool:
         return in_training(self.g)
 
@@ -162,7 +167,7 @@ class ModelSplit:
 class _LayerFeatures:
     def __init__(self, model: nn.Module, layer: str) -> None:
         self.fx = FeatureExtractor(model, [layer])
-        self.layer = layer
+        self.model, self.layer = model, layer
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         return self.fx(images).maps[self.layer]

@@ -53,8 +53,13 @@ class StudyData:
     def aux(self, aux: AuxiliaryModel, batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
         """u on the queries and the pool, on f's grid (cached by the auxiliary model's name)."""
         if aux.name not in self.aux_cache:
-            run = lambda imgs: torch.cat([aux(imgs[s:s + batch].float() / 255, self.grid) for s in range(0, len(imgs), batch)])
-            self.aux_cache[aux.name] = (run(self.queries.images), run(self.pool.images))
+            src, own = aux.source, self.split.source
+            if src is not None and own is not None and src[0] is own[0] and src[1] == own[1]:
+                # the classifier's own f (e.g. load_auxiliary("classifier") at the split layer): the same features
+                self.aux_cache[aux.name] = (self.q_feats.float(), self.p_feats.float())
+            else:
+                run = lambda imgs: torch.cat([aux(imgs[s:s + batch].float() / 255, self.grid) for s in range(0, len(imgs), batch)])
+                self.aux_cache[aux.name] = (run(self.queries.images), run(self.pool.images))
         return self.aux_cache[aux.name]
 
     def plan(self, n: int, seed: int = 0) -> DistractorPlan:
