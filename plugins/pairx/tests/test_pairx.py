@@ -11,7 +11,7 @@ import xcorr_core as xc
 from xcorr_core.data import SynthHerd, apply_homography
 from xcorr_core.models import SmallResNet, load_pretrained
 from xcorr_pairx import PairXExplanation, binned_bhattacharyya, default_composite, explain_pair, explain_pair_sequential
-from xcorr_pairx.homography import sift_ransac_homography
+from xcorr_pairx.homography import homography_from_features, sift_features, sift_ransac_homography
 from xcorr_pairx.lrp import captured_forward, cosine_seed
 from xcorr_pairx.metrics import bhattacharyya_distance, inverted_residual_mean, match_coverage
 
@@ -159,6 +159,19 @@ def test_sift_ransac_recovers_the_true_homography(herd) -> None:
         p = torch.stack([xs, ys], 1).double() + 0.5
         err = (apply_homography(H, p) - apply_homography(herd.true_homography(i, j), p)).norm(dim=1)
         assert float(err.median()) < 0.5
+        # features computed once per image give the same homography
+        assert torch.equal(homography_from_features(sift_features(herd.image(i)), sift_features(herd.image(j))), H)
+
+
+def test_study_pairs_reuse_sift_features_with_identical_results(model, herd) -> None:
+    from xcorr_pairx.study import evaluate_pairs
+
+    pairs = [(0, 1, 1, 0.9, True), (0, 2, 2, 0.8, True), (1, 2, 1, 0.7, True), (0, 5, 3, 0.5, False)]
+    cached = evaluate_pairs(model, herd.image, pairs, n=5, progress=False)
+    fresh = evaluate_pairs(model, herd.image, pairs, n=5, progress=False,
+                           homography_fn=lambda a, b: sift_ransac_homography(a, b, min_inliers=4))
+    assert [r.residual_score for r in cached] == [r.residual_score for r in fresh]
+    assert any(r.residual_score != 0.0 for r in cached)
 
 
 def test_registered_components(model, herd) -> None:

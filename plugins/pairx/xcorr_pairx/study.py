@@ -16,7 +16,7 @@ from xcorr_core import GalleryIndex
 from xcorr_core.data import apply_homography
 
 from .explain import PairXExplanation, explain_pair
-from .homography import sift_ransac_homography
+from .homography import homography_from_features, sift_features
 from .metrics import binned_bhattacharyya, inverted_residual_mean, match_coverage
 
 __all__ = ["PairRecord", "select_pairs", "evaluate_pairs", "aggregate"]
@@ -64,12 +64,18 @@ def evaluate_pairs(model: nn.Module, image: Any, pairs: list[tuple[int, int, int
     """PAIR-X metrics per pair. ``image(i) -> [3, H, W]``; ``true_homography(i, j)`` (optional)
     gives the ground truth for correct pairs (SynthHerd); ``homography_fn(image_a, image_b) ->
     [3, 3] or None`` estimates the reference homography (default: SIFT + RANSAC)."""
-    estimate = homography_fn or (lambda a, b: sift_ransac_homography(a, b, min_inliers=4))
+    sift: dict[int, Any] = {}  # the default estimator's SIFT features, once per image (images recur across pairs)
+
+    def features(i: int, img: torch.Tensor) -> Any:
+        if i not in sift:
+            sift[i] = sift_features(img)
+        return sift[i]
+
     out = []
     for q, g, r, sim, ok in tqdm(pairs, desc="PAIR-X pairs", disable=(None if progress is None else not progress), leave=False):
         a, b = image(q), image(g)
         exp = explain_pair(model, a, b, layer=layer, n=n, pixel_maps=False)
-        H = estimate(a, b)
+        H = homography_fn(a, b) if homography_fn is not None else homography_from_features(features(q, a), features(g, b), min_inliers=4)
         rec = PairRecord(query=q, gallery=g, rank=r, similarity=sim, correct=ok,
                          residual_score=inverted_residual_mean(exp, H) if H is not None else 0.0, coverage=match_coverage(exp))
         if ok and true_homography is not None:
