@@ -68,6 +68,15 @@ def throughput(work: Path) -> dict:
         out[f"ray_1_overhead_vs_local ({rate})"] = round(out["local"][rate] / out["ray_1"][rate] - 1, 3)
         out[f"ray_2_speedup_vs_ray_1 ({rate})"] = round(out["ray_2"][rate] / out["ray_1"][rate], 3)
     out["same_predictions"] = preds["local"] == preds["ray_1"] == preds["ray_2"]
+    # the same local job on a gallery whose store keeps maps (EMD-Corr then transposes and normalises per call)
+    maps_job = job.model_copy(update={"pipeline": job.pipeline.model_copy(update={"maps": job.pipeline.maps.model_copy(update={"layout": "maps"})})})
+    gmaps = work / "gallery_maps"
+    build_gallery(maps_job, gmaps, LocalExecutor(), progress=False)
+    rep = run_job(maps_job, work / "local_maps", gallery_dir=gmaps, progress=False)
+    out["local_maps_layout"] = {"queries_per_s": round(rep.queries_per_s, 2), "steady_queries_per_s": round(rep.steady_queries_per_s or 0, 2)}
+    out["store_layout"] = json.loads((gdir / "gallery.json").read_text()).get("store_layout")
+    out["cells_vs_maps_layout (steady)"] = round(out["local"]["steady_queries_per_s"] / out["local_maps_layout"]["steady_queries_per_s"], 3)
+    out["same_predictions_maps_layout"] = read_results(work / "local_maps")["emd_corr_prediction"].to_pylist() == preds["local"]
     return out
 
 
@@ -242,7 +251,7 @@ def main() -> None:
     work = Path(os.environ.get("XCORR_BENCH_DIR") or tempfile.mkdtemp(prefix="xcorr-bench-jobs-"))
     work.mkdir(parents=True, exist_ok=True)
     for w in which:
-        for d in ("local", "ray_1", "ray_2"):
+        for d in ("local", "ray_1", "ray_2", "local_maps"):
             if w == "throughput":
                 import shutil
 

@@ -43,12 +43,31 @@ class PatchMax(xc.ReRanker):
         return xc.Ranking(order=torch.argsort(scores, descending=True, stable=True), scores=scores, pairs=pairs, weights=top)
 
 
+class PatchMaxCells(PatchMax):
+    """The same scores from stored unit cells (so a job's store keeps the cells layout)."""
+
+    name = "test_patchmax_cells"
+
+    def rerank_cells_many(self, queries: torch.Tensor, cells: xc.CellMaps) -> list[xc.Ranking]:
+        out = []
+        for qi in range(queries.shape[0]):
+            q = torch.nn.functional.normalize(queries[qi].flatten(1).T, dim=1)
+            sim = torch.einsum("qc,npc->nqp", q, cells.unit[qi])
+            best, where = sim.max(dim=2)
+            top, idx = best.topk(5, dim=1)
+            pairs = torch.stack([idx, torch.gather(where, 1, idx)], dim=2)
+            scores = top.sum(1)
+            out.append(xc.Ranking(order=torch.argsort(scores, descending=True, stable=True), scores=scores, pairs=pairs, weights=top))
+        return out
+
+
 _PLUGIN = types.ModuleType("test_jobs_plugin")
 
 
 @xc.hookimpl
 def _register_rerankers(register: object) -> None:
     register(PatchMax)  # type: ignore[operator]
+    register(PatchMaxCells)  # type: ignore[operator]
 
 
 _PLUGIN.register_rerankers = _register_rerankers  # type: ignore[attr-defined]
@@ -102,6 +121,51 @@ def test_sharded_store_reads_what_was_written(n: int, shard_rows: int, dtype: st
     assert torch.equal(store.get(pos), want[pos])
     assert len(store) == n and store.map_shape == (3, 2, 2)
     assert len(list((path / "s").glob("shard-*.npy"))) == -(-n // shard_rows)
+
+
+@settings(max_examples=10)
+@given(n=st.integers(1, 40), shard_rows=st.integers(1, 13), dtype=st.sampled_from(["float16", "float32"]), rnd=st.randoms(use_true_random=False))
+def test_sharded_store_in_the_cells_layout(n: int, shard_rows: int, dtype: str, rnd: object, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Cells are CellMaps.from_maps of what was written (unit cells in the store's dtype, norms and means
+    float32); `get` gives the maps back."""
+    path = tmp_path_factory.mktemp("cells")
+    maps = torch.randn(n, 5, 2, 3) * 30
+    maps[0, :, 0, 0] = 0  # a zero cell stays zero
+    w = ShardedStoreWriter(path / "s", n, (5, 2, 3), dtype=dtype, shard_rows=shard_rows, layout="cells")  # type: ignore[arg-type]
+    for s0 in range(0, n, 4):
+        w.write(s0, maps[s0:s0 + 4])
+    store = ShardedStore.open(w.finalize().path)
+    assert store.layout == "cells" and len(store) == n
+    pos = torch.tensor([rnd.randrange(n) for _ in range(2 * n)])  # type: ignore[attr-defined]
+    ref = xc.CellMaps.from_maps(maps[pos])
+    got = store.get_cells(pos)
+    half = dtype == "float16"
+    assert torch.equal(got.unit, ref.unit.half().float() if half else ref.unit)
+    assert torch.equal(got.norms, ref.norms) and torch.equal(got.mean, ref.mean) and got.grid == (2, 3)
+    torch.testing.assert_close(store.get(pos), maps[pos], rtol=1e-3 if half else 1e-6, atol=1e-3 if half else 1e-5)
+
+
+def test_cells_layout_side_file_is_checked(tmp_path: Path) -> None:
+    maps = torch.randn(12, 4, 2, 2)
+    w = ShardedStoreWriter(tmp_path / "s", 12, (4, 2, 2), shard_rows=5, layout="cells")
+    w.write(0, maps)
+    w.finalize()
+    side = tmp_path / "s" / "shard-00001.cells.npy"
+    raw = bytearray(side.read_bytes())
+    raw[-3] ^= 0xFF  # a byte of row 9's mean
+    side.write_bytes(bytes(raw))
+    store = ShardedStore.open(tmp_path / "s")
+    assert torch.equal(store.get_cells([2]).norms, xc.CellMaps.from_maps(maps[[2]]).norms)
+    with pytest.raises(IndexFileError, match="row 9"):
+        store.get_cells([9])
+    with pytest.raises(IndexFileError, match="row 9"):
+        ShardedStore.open(tmp_path / "s", verify="full")
+    side.write_bytes(bytes(raw[:-40]))
+    with pytest.raises(IndexFileError, match="truncated"):
+        ShardedStore.open(tmp_path / "s")
+    side.unlink()
+    with pytest.raises(IndexFileError, match="missing"):
+        ShardedStore.open(tmp_path / "s")
 
 
 def _rss_kb() -> int:
@@ -255,6 +319,29 @@ def test_local_job_equals_the_in_memory_pipeline(local_run: Path) -> None:
     top = ranking.order[:10]
     assert pairs == ranking.pairs[top].tolist() and np.allclose(weights, ranking.weights[top].numpy())
     assert len(t["shortlist_ids"].to_pylist()[0]) == 30
+
+
+def test_a_job_whose_rerankers_read_cells_stores_cells(tmp_path: Path) -> None:
+    """A re-ranker with rerank_cells_many: the gallery keeps the cells layout and the job's table equals
+    the same job on the maps layout and the in-memory pipeline."""
+    from xcorr_core.pipeline import Pipeline
+
+    spec = {**SMALL, "data": {"kind": "synthbirds", "split": "test", "per_class": 1}, "store": {"shard_rows": 40, "dtype": "float32"}}
+    spec["pipeline"] = {**SMALL["pipeline"], "rerankers": [{"name": "test_patchmax_cells"}], "explainers": []}  # type: ignore[dict-item]
+    cells_job = JobSpec.parse(spec)
+    maps_job = JobSpec.parse({**spec, "pipeline": {**spec["pipeline"], "maps": {"layout": "maps"}}})  # type: ignore[dict-item]
+    run_job(cells_job, tmp_path / "cells", progress=False)
+    run_job(maps_job, tmp_path / "maps", progress=False)
+    infos = {k: json.loads(next((tmp_path / k).rglob("gallery.json")).read_text()) for k in ("cells", "maps")}
+    assert infos["cells"]["store_layout"] == "cells" and infos["maps"]["store_layout"] == "maps"
+    a, b = read_results(tmp_path / "cells"), read_results(tmp_path / "maps")
+    pipe = Pipeline(cells_job.pipeline).fit(load_source(cells_job.gallery))
+    res = pipe.run(load_source(cells_job.data))
+    m = "test_patchmax_cells"
+    assert a[f"{m}_prediction"].to_pylist() == b[f"{m}_prediction"].to_pylist() == res.methods[m].predictions.tolist()
+    assert a[f"{m}_ids"].to_pylist() == b[f"{m}_ids"].to_pylist() == res.methods[m].neighbour_ids.tolist()
+    assert np.allclose(np.array(a[f"{m}_scores"].to_pylist()), np.array(b[f"{m}_scores"].to_pylist()), rtol=1e-5, atol=1e-6)
+    assert a[f"{m}_pairs"].to_pylist() == b[f"{m}_pairs"].to_pylist()
 
 
 def test_table_loads_with_pandas_and_duckdb_and_explanations_load(local_run: Path) -> None:

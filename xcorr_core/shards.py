@@ -3,10 +3,14 @@ galleries larger than RAM (the single-file `SpatialStore` is the in-memory pipel
 
 Layout of a store folder::
 
-    store.json            format, layer, shape [N, C, H, W], dtype, rows per shard, shard files and sizes,
-                          SHA-256 of crc32.npy
+    store.json            format, layout, layer, shape [N, C, H, W], dtype, rows per shard, shard files and
+                          sizes, SHA-256 of crc32.npy
     crc32.npy             uint32 [N]: CRC-32 of each row's bytes, checked on every read
-    shard-00000.npy ...   [rows, C, H, W] float16 (default) or float32
+    shard-00000.npy ...   layout "maps": [rows, C, H, W] float16 (default) or float32;
+                          layout "cells" (what patch-matching re-rankers read, `CellMaps`): [rows, HW, C]
+                          unit cells, float16 or float32
+    shard-00000.cells.npy layout "cells" only: float32 [rows, HW + C], each cell's norm, then the map's mean
+                          (the row's CRC-32 covers its unit cells and these)
 
 Reading N candidates touches only their rows (each row is contiguous on disk), checks each row's
 CRC-32 (a flipped byte is an `IndexFileError`, never a wrong map) and then tells the kernel to drop
@@ -27,6 +31,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from .cells import CellMaps
 from .errors import IndexFileError, InputError
 from .fileio import atomic_write
 
@@ -48,10 +53,20 @@ def _drop_pages(arr: np.ndarray) -> None:
         mm.madvise(mmap.MADV_DONTNEED)
 
 
-def _crc_rows(rows: np.ndarray) -> np.ndarray:
-    """uint32 `[b]` CRC-32 of each row of a C-contiguous `[b, ...]` array."""
+def _crc_rows(rows: np.ndarray, aux: np.ndarray | None = None) -> np.ndarray:
+    """uint32 `[b]` CRC-32 of each row of a C-contiguous `[b, ...]` array (continued over the row of
+    ``aux`` `[b, ...]` when given)."""
     flat = np.ascontiguousarray(rows).reshape(rows.shape[0], -1).view(np.uint8)
-    return np.fromiter((zlib.crc32(r) for r in flat), dtype=np.uint32, count=rows.shape[0])
+    if aux is None:
+        return np.fromiter((zlib.crc32(r) for r in flat), dtype=np.uint32, count=rows.shape[0])
+    extra = np.ascontiguousarray(aux).reshape(aux.shape[0], -1).view(np.uint8)
+    return np.fromiter((zlib.crc32(e, zlib.crc32(r)) for r, e in zip(flat, extra)), dtype=np.uint32, count=rows.shape[0])
+
+
+def _row_shapes(layout: str, map_shape: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...] | None]:
+    """Per-row shapes of the shard array and of the cells' float32 side array (None for maps)."""
+    c, h, w = map_shape
+    return ((c, h, w), None) if layout == "maps" else ((h * w, c), (h * w + c,))
 
 
 class ShardedStoreWriter:
@@ -64,29 +79,39 @@ class ShardedStoreWriter:
         dtype: ``"float16"`` (half the bytes; ~1e-3 relative error) or ``"float32"``.
         shard_rows: maps per shard file.
         layer: the layer the maps come from (recorded).
+        layout: ``"maps"`` or ``"cells"`` (unit cells + float32 norms and means: re-rankers that read
+            cells, like EMD-Corr, skip the per-call transpose and normalisation).
     """
 
     def __init__(self, path: str | Path, n: int, map_shape: tuple[int, int, int], *, dtype: Literal["float16", "float32"] = "float16",
-                 shard_rows: int = 4096, layer: str = "") -> None:
+                 shard_rows: int = 4096, layer: str = "", layout: Literal["maps", "cells"] = "maps") -> None:
         if n < 1 or len(map_shape) != 3 or min(map_shape) < 1 or shard_rows < 1:
             raise InputError(f"need n >= 1, a (C, H, W) map shape and shard_rows >= 1; got n={n}, map_shape={map_shape}, shard_rows={shard_rows}")
         if dtype not in _DTYPES:
             raise InputError(f"dtype must be 'float16' or 'float32', got {dtype!r}")
+        if layout not in ("maps", "cells"):
+            raise InputError(f"layout must be 'maps' or 'cells', got {layout!r}")
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
         self.n, self.map_shape, self.dtype, self.shard_rows, self.layer = n, tuple(map_shape), dtype, shard_rows, layer
+        self.layout = layout
+        self._row, self._aux_row = _row_shapes(layout, self.map_shape)
         self._shards: dict[int, np.memmap] = {}
+        self._aux: dict[int, np.memmap] = {}
         self._crc = np.zeros(n, dtype=np.uint32)
         self._written = np.zeros(n, dtype=bool)
 
-    def _tmp_name(self, s: int) -> Path:
-        return self.path / f".shard-{s:05d}.npy.tmp"
+    def _tmp_name(self, s: int, aux: bool = False) -> Path:
+        return self.path / f".shard-{s:05d}{'.cells' if aux else ''}.npy.tmp"
 
     def _shard(self, s: int) -> np.memmap:
         if s not in self._shards:
             rows = min(self.shard_rows, self.n - s * self.shard_rows)
             self._shards[s] = np.lib.format.open_memmap(self._tmp_name(s), mode="w+", dtype=_DTYPES[self.dtype],
-                                                        shape=(rows, *self.map_shape))
+                                                        shape=(rows, *self._row))
+            if self._aux_row is not None:
+                self._aux[s] = np.lib.format.open_memmap(self._tmp_name(s, True), mode="w+", dtype=np.float32,
+                                                         shape=(rows, *self._aux_row))
         return self._shards[s]
 
     def write(self, start: int, maps: torch.Tensor | np.ndarray) -> None:
@@ -97,11 +122,16 @@ class ShardedStoreWriter:
             raise InputError(f"cannot write maps {list(arr.shape)} at {start} into a store of shape {[self.n, *self.map_shape]}")
         if not np.isfinite(arr).all():
             raise InputError("maps contain NaN/inf")
-        if self.dtype == "float16" and arr.size and float(np.abs(arr).max()) > 65504.0:
-            raise InputError(f"maps reach {float(np.abs(arr).max()):.3g}, above the float16 range (65504): use dtype='float32' "
-                             "or scale the features down")
+        aux = None
+        if self.layout == "cells":  # unit cells cannot leave the float16 range; norms and means stay float32
+            cells = CellMaps.from_maps(torch.from_numpy(np.array(arr, dtype=np.float32)))  # a writable float32 copy
+            arr = cells.unit.numpy()
+            aux = torch.cat([cells.norms, cells.mean], 1).numpy()
+        elif self.dtype == "float16" and arr.size and float(np.abs(arr).max()) > 65504.0:
+            raise InputError(f"maps reach {float(np.abs(arr).max()):.3g}, above the float16 range (65504): use dtype='float32', "
+                             "the cells layout, or scale the features down")
         arr = arr.astype(_DTYPES[self.dtype], copy=False)
-        self._crc[start:start + b] = _crc_rows(arr)
+        self._crc[start:start + b] = _crc_rows(arr, aux)
         self._written[start:start + b] = True
         r = start
         while r < start + b:
@@ -110,13 +140,18 @@ class ShardedStoreWriter:
             mm = self._shard(s)
             mm[off:off + take] = arr[r - start:r - start + take]
             _drop_pages(mm)  # written pages stay in the page cache (and reach the disk), not in our RSS
+            if aux is not None:
+                self._aux[s][off:off + take] = aux[r - start:r - start + take]
+                _drop_pages(self._aux[s])
             r += take
 
     def abort(self) -> None:
         """Remove the unfinished shards."""
         for s in list(self._shards):
             del self._shards[s]
+            self._aux.pop(s, None)
             self._tmp_name(s).unlink(missing_ok=True)
+            self._tmp_name(s, True).unlink(missing_ok=True)
 
     def finalize(self) -> "ShardedStore":
         """Move shards into place, write the row checksums and the description (last); open the store."""
@@ -131,10 +166,15 @@ class ShardedStoreWriter:
             self._shards.pop(s, None)
             name = f"shard-{s:05d}.npy"
             os.replace(self._tmp_name(s), self.path / name)
-            shards.append({"file": name, "rows": min(self.shard_rows, self.n - s * self.shard_rows),
-                           "bytes": (self.path / name).stat().st_size})
+            entry = {"file": name, "rows": min(self.shard_rows, self.n - s * self.shard_rows), "bytes": (self.path / name).stat().st_size}
+            if self._aux_row is not None:
+                self._aux.pop(s).flush()
+                aux_name = f"shard-{s:05d}.cells.npy"
+                os.replace(self._tmp_name(s, True), self.path / aux_name)
+                entry |= {"aux_file": aux_name, "aux_bytes": (self.path / aux_name).stat().st_size}
+            shards.append(entry)
         crc_path = atomic_write(self.path / "crc32.npy", lambda f: np.save(f, self._crc, allow_pickle=False))
-        meta = {"format": _FORMAT, "layer": self.layer, "shape": [self.n, *self.map_shape], "dtype": self.dtype,
+        meta = {"format": _FORMAT, "layout": self.layout, "layer": self.layer, "shape": [self.n, *self.map_shape], "dtype": self.dtype,
                 "shard_rows": self.shard_rows, "shards": shards, "crc32_sha256": hashlib.sha256(crc_path.read_bytes()).hexdigest()}
         atomic_write(self.path / "store.json", lambda f: f.write(json.dumps(meta, indent=1).encode()))
         return ShardedStore.open(self.path)
@@ -142,7 +182,7 @@ class ShardedStoreWriter:
 
 class ShardedStore:
     """Read-only sharded store of N maps `[C, H, W]`; the same reading interface as `SpatialStore`
-    (``get``, ``map_shape``, ``len``, ``layer``), so a `Pipeline` can use either.
+    (``get``, ``get_cells``, ``layout``, ``map_shape``, ``len``, ``layer``), so a `Pipeline` can use either.
 
     Args (of `open`):
         verify: ``"rows"`` (default) checks the CRC-32 of every row read; ``"full"`` also reads every
@@ -151,7 +191,8 @@ class ShardedStore:
 
     def __init__(self, path: Path, meta: dict[str, Any], crc: np.ndarray, verify: str) -> None:
         self.path, self.meta, self._crc, self.verify = path, meta, crc, verify
-        self._maps: dict[int, np.memmap] = {}
+        self._maps: dict[tuple[int, bool], np.memmap] = {}
+        self._row, self._aux_row = _row_shapes(self.layout, self.map_shape)
 
     @classmethod
     def open(cls, path: str | Path, *, verify: Literal["rows", "full", "none"] = "rows") -> "ShardedStore":
@@ -168,6 +209,8 @@ class ShardedStore:
             raise IndexFileError(f"{meta_path} is not valid JSON: {exc}") from exc
         if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
             raise IndexFileError(f"{meta_path} is not an xcorr sharded store description")
+        if meta.get("layout", "maps") not in ("maps", "cells") or meta.get("dtype") not in _DTYPES:
+            raise IndexFileError(f"{meta_path} names an unknown layout {meta.get('layout')!r} or dtype {meta.get('dtype')!r}")
         crc_path = path / "crc32.npy"
         try:
             raw = crc_path.read_bytes()
@@ -179,37 +222,46 @@ class ShardedStore:
         n = meta["shape"][0]
         if crc.shape != (n,) or sum(s["rows"] for s in meta["shards"]) != n:
             raise IndexFileError(f"{path}: the description's {n} rows do not match its shards / checksums")
-        row_bytes = int(np.prod(meta["shape"][1:])) * np.dtype(_DTYPES[meta["dtype"]]).itemsize
+        row_shape, aux_shape = _row_shapes(meta.get("layout", "maps"), tuple(meta["shape"][1:]))
+        row_bytes = int(np.prod(row_shape)) * np.dtype(_DTYPES[meta["dtype"]]).itemsize
         for s in meta["shards"]:
-            f = path / s["file"]
-            if not f.is_file():
-                raise IndexFileError(f"shard {f} is missing")
-            size = f.stat().st_size
-            if size != s["bytes"] or size < s["rows"] * row_bytes:
-                raise IndexFileError(f"shard {f} has {size} bytes, its description says {s['bytes']}: the file is truncated or replaced")
+            files = [(s["file"], s["bytes"], row_bytes)]
+            if aux_shape is not None:
+                files.append((s.get("aux_file", ""), s.get("aux_bytes", -1), int(np.prod(aux_shape)) * 4))
+            for name, want, per_row in files:
+                f = path / name
+                if not name or not f.is_file():
+                    raise IndexFileError(f"shard {f} is missing")
+                size = f.stat().st_size
+                if size != want or size < s["rows"] * per_row:
+                    raise IndexFileError(f"shard {f} has {size} bytes, its description says {want}: the file is truncated or replaced")
         store = cls(path, meta, crc, verify)
         if verify == "full":
             for i in range(len(meta["shards"])):
                 start = i * meta["shard_rows"]
                 rows = np.asarray(store._shard(i))
-                bad = np.flatnonzero(_crc_rows(rows) != crc[start:start + rows.shape[0]])
+                aux = np.asarray(store._shard(i, True)) if aux_shape is not None else None
+                bad = np.flatnonzero(_crc_rows(rows, aux) != crc[start:start + rows.shape[0]])
                 if bad.size:
                     raise IndexFileError(f"{path / meta['shards'][i]['file']}: {bad.size} row(s) fail their checksum (first: row {start + int(bad[0])})")
                 store._release()
         return store
 
-    def _shard(self, s: int) -> np.memmap:
-        if s not in self._maps:
-            f = self.path / self.meta["shards"][s]["file"]
+    def _shard(self, s: int, aux: bool = False) -> np.memmap:
+        """Shard ``s`` (its cells' float32 side array with ``aux``), memory-mapped."""
+        if (s, aux) not in self._maps:
+            entry = self.meta["shards"][s]
+            f = self.path / (entry["aux_file"] if aux else entry["file"])
             try:
                 arr = np.load(f, mmap_mode="r", allow_pickle=False)
             except Exception as exc:
                 raise IndexFileError(f"{f} is corrupt or truncated ({type(exc).__name__}: {exc})") from exc
-            want = (self.meta["shards"][s]["rows"], *self.meta["shape"][1:])
-            if arr.shape != want or arr.dtype != _DTYPES[self.meta["dtype"]]:
-                raise IndexFileError(f"{f} holds {arr.dtype} {list(arr.shape)}, its description says {self.meta['dtype']} {list(want)}")
-            self._maps[s] = arr
-        return self._maps[s]
+            want = (entry["rows"], *(self._aux_row if aux else self._row))  # type: ignore[misc]
+            kind = np.float32 if aux else _DTYPES[self.meta["dtype"]]
+            if arr.shape != want or arr.dtype != kind:
+                raise IndexFileError(f"{f} holds {arr.dtype} {list(arr.shape)}, its description says {np.dtype(kind)} {list(want)}")
+            self._maps[(s, aux)] = arr
+        return self._maps[(s, aux)]
 
     def _release(self) -> None:
         """Drop the mapped pages from this process (they stay in the page cache): bounded RSS."""
@@ -229,12 +281,17 @@ class ShardedStore:
         return str(self.meta.get("layer", ""))
 
     @property
+    def layout(self) -> Literal["maps", "cells"]:
+        return self.meta.get("layout", "maps")  # type: ignore[no-any-return]
+
+    @property
     def nbytes(self) -> int:
         """Bytes of all shards on disk."""
         return sum(int(s["bytes"]) for s in self.meta["shards"])
 
-    def get(self, positions: torch.Tensor | list[int], *, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """Maps at rows ``positions`` `[k]` as a `[k, C, H, W]` tensor on ``device``; only those rows are read."""
+    def _read(self, positions: torch.Tensor | list[int]) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        """Rows ``positions`` as stored (and their cells' side rows), in sorted order, checksummed; with
+        the permutation that puts them back in the order asked for."""
         pos = torch.as_tensor(positions, dtype=torch.int64).cpu()
         if pos.ndim != 1:
             raise InputError(f"positions must be 1-D, got shape {list(pos.shape)}")
@@ -243,20 +300,46 @@ class ShardedStore:
         p = pos.numpy()
         order = np.argsort(p, kind="stable")
         sp = p[order]
-        rows = np.empty((p.size, *self.map_shape), dtype=_DTYPES[self.meta["dtype"]])
+        rows = np.empty((p.size, *self._row), dtype=_DTYPES[self.meta["dtype"]])
+        aux = np.empty((p.size, *self._aux_row), dtype=np.float32) if self._aux_row is not None else None
         shard_of = sp // self.meta["shard_rows"]
         for s in np.unique(shard_of):
             sel = np.flatnonzero(shard_of == s)
-            shard = self._shard(int(s))
-            for g in range(0, sel.size, _RELEASE_EVERY):  # a page fault may map a whole large folio (up to 2 MB)
-                part = sel[g:g + _RELEASE_EVERY]
-                rows[part] = shard[sp[part] - int(s) * self.meta["shard_rows"]]
-                _drop_pages(shard)
+            arrays = [(rows, self._shard(int(s)))] + ([(aux, self._shard(int(s), True))] if aux is not None else [])
+            for out, shard in arrays:
+                for g in range(0, sel.size, _RELEASE_EVERY):  # a page fault may map a whole large folio (up to 2 MB)
+                    part = sel[g:g + _RELEASE_EVERY]
+                    out[part] = shard[sp[part] - int(s) * self.meta["shard_rows"]]
+                    _drop_pages(shard)
         if self.verify != "none" and p.size:
-            bad = np.flatnonzero(_crc_rows(rows) != self._crc[sp])
+            bad = np.flatnonzero(_crc_rows(rows, aux) != self._crc[sp])
             if bad.size:
                 raise IndexFileError(f"{self.path}: row {int(sp[bad[0]])} fails its checksum: the store is corrupt")
         self._release()
-        out = torch.empty((p.size, *self.map_shape), dtype=torch.from_numpy(rows[:0]).dtype)
+        return rows, aux, order
+
+    @staticmethod
+    def _unsort(rows: np.ndarray, order: np.ndarray) -> torch.Tensor:
+        out = torch.empty(rows.shape, dtype=torch.from_numpy(rows[:0]).dtype)
         out[torch.from_numpy(order)] = torch.from_numpy(rows)
-        return out.to(device=device, dtype=dtype)
+        return out
+
+    def get(self, positions: torch.Tensor | list[int], *, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Maps at rows ``positions`` `[k]` as a `[k, C, H, W]` tensor on ``device`` (either layout); only those rows are read."""
+        if self.layout == "cells":
+            return self.get_cells(positions, device=device, dtype=dtype).maps()
+        rows, _, order = self._read(positions)
+        return self._unsort(rows, order).to(device=device, dtype=dtype)
+
+    def get_cells(self, positions: torch.Tensor | list[int], *, device: torch.device | str = "cpu",
+                  dtype: torch.dtype = torch.float32) -> CellMaps:
+        """`CellMaps` of rows ``positions`` `[k]` (unit `[k, HW, C]`): read as stored in the ``cells``
+        layout, converted (transpose and normalisation) in the ``maps`` layout."""
+        if self.layout == "maps":
+            return CellMaps.from_maps(self.get(positions, device=device, dtype=dtype))
+        rows, aux, order = self._read(positions)
+        assert aux is not None
+        _, c, h, w = self.meta["shape"]
+        unit = self._unsort(rows, order).to(device=device, dtype=dtype)
+        side = self._unsort(aux, order).to(device=device, dtype=dtype)
+        return CellMaps(unit=unit, norms=side[:, :h * w], mean=side[:, h * w:], grid=(h, w))

@@ -70,7 +70,8 @@ class _Subset(torch.utils.data.Dataset):
 
 class FeatureWorker:
     """Gallery features of a batch of ids: columns ``id``, ``label``, ``pooled`` (float32 bytes),
-    ``maps`` (store-dtype bytes, when the pipeline re-ranks), ``_error``."""
+    ``maps`` (when the pipeline re-ranks: store-dtype bytes, or float32 when the store keeps cells),
+    ``store_layout``, ``_error``."""
 
     def __init__(self, job: dict[str, Any], data: Any = None, num_cpus: float | None = None) -> None:
         from ..pipeline import Pipeline
@@ -83,6 +84,7 @@ class FeatureWorker:
         self.pipe.model.to(_device(self.job.num_gpus))
         self.data = data if data is not None else load_source(self.job.gallery)  # type: ignore[arg-type]
         self.maps = bool(self.pipe._built.rerankers)
+        self.layout = self.pipe._map_layout() if self.maps else "maps"  # cells: what every re-ranker reads
         self.pa = require_pyarrow()
 
     def __call__(self, batch: dict[str, Any]) -> Any:
@@ -99,9 +101,12 @@ class FeatureWorker:
             p = torch.cat(pooled).numpy()
             cols: dict[str, Any] = {"id": ids, "label": sub.labels.tolist(), "pooled": [r.tobytes() for r in p], "_error": [None] * len(ids)}
             if self.maps:
-                m = torch.cat(maps).numpy().astype(np.float16 if self.job.store.dtype == "float16" else np.float32)
+                # cells are normalised from float32 maps by the store writer, then rounded to the store's dtype
+                half = self.job.store.dtype == "float16" and self.layout == "maps"
+                m = torch.cat(maps).numpy().astype(np.float16 if half else np.float32)
                 cols["maps"] = [r.tobytes() for r in m]
                 cols["map_shape"] = [list(m.shape[1:])] * len(ids)
+                cols["store_layout"] = [self.layout] * len(ids)
             cols["dim"] = [p.shape[1]] * len(ids)
             return pa.table(cols)
         except Exception as exc:  # noqa: BLE001 - reported to the driver, which names the image
