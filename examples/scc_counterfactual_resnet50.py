@@ -8,7 +8,8 @@ model, a query image and distractor images of the class to explain against.
 Needs xcorr-core and the plugin (``pip install . plugins/scc_counterfactual``). Writes the figure and
 ``<out>.json`` (the edits). ``--layer layer4`` (default) makes g pooling + linear: the exact closed
 form, milliseconds per counterfactual; ``--layer layer4.0`` is the authors' cut (g = the last two
-bottleneck blocks + head): each candidate runs through g, which wants a GPU for many distractors.
+bottleneck blocks + head): each candidate is evaluated on the 5 x 5 window its edit reaches (the
+exact local path), about 2.7 s per edit with 20 distractors on a 2-core CPU.
 Distractors the model does not classify as the target class are dropped (and listed).
 """
 from __future__ import annotations

@@ -64,3 +64,8 @@ def test_example_runs(tmp_path: Path) -> None:
     assert out["dropped_distractors"] == [str(paths["red2"])]
     assert out["success"] and out["edits"] >= 1
     assert (tmp_path / "cf.png").stat().st_size > 1000 and (tmp_path / "cf.json").stat().st_size > 0
+    # the authors' cut: g = layer4[1:] + head, scored by the exact local path
+    paper = mod.main(["--weights", str(tmp_path / "clf.pth"), "--num-classes", "2", "--aux-weights", str(tmp_path / "ssl.pth"),
+                      "--query", str(paths["red"]), "--distractors", str(paths["blue0"]), str(paths["blue1"]),
+                      "--layer", "layer4.0", "--out", str(tmp_path / "cf_paper.png")])
+    assert paper["path"] == "local" and paper["query_class"] == 0 and paper["target_class"] == 1 and paper["success"]
