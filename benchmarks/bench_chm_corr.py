@@ -9,6 +9,9 @@ In one run:
     of the batched run into CHMNet (transfers), masks and scoring;
   * the authors' architecture (two-stream ResNet-101 at layer3, 240 px, random weights): the
     same comparison from images (the backbone runs per pair, as in the authors' model);
+  * the CHM layers alone, FFT (default) vs the folded conv3d reference (``method="direct"``), at
+    the small CHM's sizes (6D 7^4, 4D 14^4, 25 pairs) and ResNet-101's (15^4, 30^4, 10 pairs),
+    with their largest relative difference;
   * peak extra resident memory of each batched run (sampled every 2 ms), each in a fresh process.
 The authors' two-stream backbone runs the query's stream once per chunk (its weights' source
 half), the target stream per candidate; the loop runs both streams per pair, as their model does.
@@ -29,7 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from _timing import median_seconds  # noqa: E402
 
-from xcorr_chm_corr import authors_chmnet, chm_corr_rerank, chm_transfers, load_pretrained  # noqa: E402
+from xcorr_chm_corr import authors_chmnet, chm_corr_rerank, chm_transfers, correlate4d, correlate6d, load_pretrained  # noqa: E402
 from xcorr_chm_corr.scoring import cc_mask, chm_corr_scores, grid_points, paired_cells  # noqa: E402
 
 
@@ -57,6 +60,27 @@ def resnet_batched(chm, q_img, c_img, chunk: int = 10) -> torch.Tensor:
             corr = chm(q_img, c)  # one query image: its backbone stream runs once per chunk
             out.append(chm.transfer_normalised(corr, pts.expand(c.shape[0], -1, -1)))
     return paired_cells(torch.cat(out), 7, 7)
+
+
+def layer_figures(repeats: int) -> dict:
+    """FFT vs direct for both CHM layers at the small CHM's and ResNet-101's sizes."""
+    g = torch.Generator().manual_seed(1)
+    out = {}
+    for name, pairs, side in (("small_7x7", 25, 7), ("resnet101_15x15", 10, 15)):
+        x6 = torch.rand(pairs, 3, 3, side, side, side, side, generator=g)
+        k6 = torch.randn(3, 3, 5, 5, 5, 5, generator=g) * 1e-3
+        x4 = torch.rand(pairs, 2 * side, 2 * side, 2 * side, 2 * side, generator=g)
+        k4 = torch.randn(5, 5, 5, 5, generator=g) * 1e-3
+        entry = {"pairs": pairs}
+        for layer, fn, x, k in (("6d", correlate6d, x6, k6), ("4d", correlate4d, x4, k4)):
+            ref = fn(x, k, method="direct")
+            rel = float((fn(x, k, method="fft") - ref).abs().max() / ref.abs().max())
+            t = median_seconds({"fft": lambda: fn(x, k, method="fft"), "direct": lambda: fn(x, k, method="direct")},
+                               repeats=repeats)
+            entry[layer] = {"fft_ms": round(1000 * t["fft"], 1), "direct_ms": round(1000 * t["direct"], 1),
+                            "speedup": round(t["direct"] / t["fft"], 2), "max_rel_diff": float(f"{rel:.2g}")}
+        out[name] = entry
+    return out
 
 
 def resnet_loop(chm, q_img, c_img) -> torch.Tensor:
@@ -139,6 +163,7 @@ def main() -> None:
         "speedup": round(t["per_candidate_loop"] / t["batched"], 2),
         "split_ms": {k: round(1000 * v, 2) for k, v in split.items()},
     }}
+    out["chm_layers_fft_vs_direct"] = layer_figures(args.repeats)
     me = [sys.executable, __file__, "--peak"]
     out["small_chm_1x50"].update(json.loads(subprocess.run(me + ["small"], capture_output=True, text=True, check=True).stdout))
     if not args.skip_resnet101:

@@ -43,11 +43,39 @@ def test_correlate4d_equals_naive_loop(n, h1, w1, h2, w2, seed):
 
 
 def test_correlate6d_equals_naive_loop():
-    for seed, shape in enumerate([(1, 3, 3, 2, 3, 3, 2), (2, 3, 3, 3, 3, 3, 3), (1, 3, 3, 4, 1, 2, 5)]):
+    for seed, shape in enumerate([(1, 3, 3, 2, 3, 3, 2), (2, 3, 3, 3, 3, 3, 3), (1, 3, 3, 4, 1, 2, 5), (1, 3, 3, 7, 6, 5, 7)]):
         g = torch.Generator().manual_seed(seed)
         x = torch.randn(*shape, generator=g, dtype=torch.float64)
         K = torch.randn(3, 3, 5, 5, 5, 5, generator=g, dtype=torch.float64)
-        assert torch.allclose(correlate6d(x, K), naive6d(x, K), atol=1e-10)
+        ref = naive6d(x, K)
+        for method in ("fft", "direct"):
+            assert torch.allclose(correlate6d(x, K, method=method), ref, atol=1e-10), method
+
+
+def test_fft_lengths_are_the_shortest_that_hold_the_window():
+    """n + k // 2 is the shortest transform that holds the kept window [k // 2, k // 2 + n); the wrapped-around
+    tail of the circular correlation must then fall outside it (equal to the naive loop)."""
+    from xcorr_chm_corr import layers
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 6, 5, 7, 4, generator=g, dtype=torch.float64)
+    K = torch.randn(5, 5, 5, 5, generator=g, dtype=torch.float64)
+    assert layers._fft_lengths((6, 5, 7, 4), 5) == [8, 7, 9, 6]
+    assert layers._fft_lengths((1, 2, 3, 9), 5) == [5, 5, 5, 11]  # the kernel must fit too
+    spec = layers._spectrum4d(x, [8, 7, 9, 6]) * layers._spectrum4d(K.flip(0, 1, 2, 3), [8, 7, 9, 6])
+    assert torch.allclose(layers._inverse4d(spec, [8, 7, 9, 6], (6, 5, 7, 4), 2), naive4d(x, K), atol=1e-10)
+
+
+def test_fft_correlations_keep_gradients_of_the_direct_ones():
+    torch.manual_seed(1)
+    x6 = torch.randn(1, 3, 3, 3, 4, 3, 2, dtype=torch.float64, requires_grad=True)
+    K6 = torch.randn(3, 3, 5, 5, 5, 5, dtype=torch.float64, requires_grad=True)
+    grads = []
+    for method in ("fft", "direct"):
+        (correlate6d(x6, K6, method=method) ** 2).sum().backward()
+        grads.append((x6.grad.clone(), K6.grad.clone()))
+        x6.grad, K6.grad = None, None
+    assert torch.allclose(grads[0][0], grads[1][0], atol=1e-10) and torch.allclose(grads[0][1], grads[1][1], atol=1e-10)
 
 
 def test_layers_use_their_psi_kernels_and_bias():

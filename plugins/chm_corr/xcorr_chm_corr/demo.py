@@ -181,7 +181,7 @@ def chm_corr_section(ctx: Any) -> DemoSection:
             "held-out test images; PCK (%) at alpha x the target box's longer side, beside two baselines on the same features:</p>"
             + html_table(pck_rows, ["pairs", "method", "PCK@0.05", "PCK@0.1", "PCK@0.15"])
             + "<p>Queries: the first n of each set (3 per class by default: a CHMNet runs on every query-candidate pair, "
-              "about 0.15 s per query here; set XCORR_CHM_DEMO_QUERIES=all for every query). Top-1 over the same N = 50 shortlists, vote over K = 20 (ties to the lowest class). CHM-Corr: top 5 of cosine x "
+              "about 0.1 s per query here; set XCORR_CHM_DEMO_QUERIES=all for every query). Top-1 over the same N = 50 shortlists, vote over K = 20 (ties to the lowest class). CHM-Corr: top 5 of cosine x "
               "cross-correlation mask (T = 0.55); CHM-Corr+: mean over the 49 cells of cosine x the query's keypoint mask of "
             + html.escape(", ".join(PLUS_PARTS)) + ". McNemar: exact two-sided test of each method against kNN on the same "
               "queries (only kNN right / only this method right).</p>"
