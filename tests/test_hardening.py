@@ -388,3 +388,19 @@ def test_iter_batches_prepare_is_applied(tiny_model) -> None:
     fx = xc.FeatureExtractor(tiny_model, ["layer4"])
     got = torch.cat([f.maps["layer4"] for _, f in fx.iter_batches(x, batch_size=2, prepare=lambda b: b * 0.5)])
     torch.testing.assert_close(got, fx(x * 0.5).maps["layer4"])
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32, torch.float64])
+def test_check_finite_catches_every_bad_value_and_passes_sums_that_overflow(dtype) -> None:
+    """The fast path sums first; a finite tensor whose sum overflows must still pass, and any NaN / inf
+    (also +inf and -inf together, whose sum is NaN) must be reported with its count."""
+    from xcorr_core.validation import check_finite
+
+    big = torch.finfo(dtype).max
+    check_finite("x", torch.full((4, 3), big, dtype=dtype))  # sum overflows to inf: every value is finite
+    check_finite("x", torch.tensor([big, -big, big], dtype=dtype))
+    check_finite("x", torch.empty(0, dtype=dtype))
+    check_finite("ids", torch.tensor([1, 2, 3]))  # integers are never checked
+    for bad, n in (([1.0, float("nan")], 1), ([float("inf"), float("-inf"), 2.0], 2), ([float("-inf")] * 3, 3)):
+        with pytest.raises(xc.InputError, match=f"x contains {n} NaN/inf"):
+            check_finite("x", torch.tensor(bad, dtype=dtype))

@@ -256,3 +256,21 @@ def test_prefilter_by_cosine_differs_from_log_softmax_in_search() -> None:
 def prefilter_candidates_ref(key: torch.Tensor, keep: int) -> list[int]:
     flat = key.flatten().tolist()
     return sorted(range(len(flat)), key=lambda k: -flat[k])[:keep]
+
+
+@given(st.integers(0, 10_000), st.sampled_from([0.0, 0.4]), st.sampled_from([1.0, 0.1]))
+def test_closed_form_runs_out_of_candidates_like_the_generic_path(seed, lam, prefilter):
+    """The closed form masks used candidates in place instead of compacting its lists: run to the end (every
+    candidate used up) and the edits, scores and the reason must equal the compacting generic path's."""
+    q, ds, uq, ud = _problem(seed, d=4, h=3, w=3, n=2, c=3)
+    torch.manual_seed(seed)
+    head = PoolLinear(nn.Linear(4, 3)).eval()
+    target = _target_not_predicted(head, q, 3)
+    log_sem = semantic_log_likelihood(uq, ud, 0.1) if (lam > 0 or prefilter < 1) else None
+    kw = dict(log_semantic=log_sem, semantic_weight=lam, prefilter=prefilter, stop_at_flip=False)
+    a = search_counterfactual(q, ds, head, target, linear_head=(head.fc.weight, head.fc.bias), **kw)
+    b = search_counterfactual(q, ds, head, target, path="generic", chunk=5, **kw)
+    assert a.path == "closed_form" and b.path == "generic"
+    assert a.reason == b.reason and (a.reason != "max_edits" and len(a.edits) <= 9)
+    assert [(e.query_cell, e.distractor, e.distractor_cell) for e in a.edits] == [(e.query_cell, e.distractor, e.distractor_cell) for e in b.edits]
+    assert [e.score for e in a.edits] == pytest.approx([e.score for e in b.edits], abs=1e-4)

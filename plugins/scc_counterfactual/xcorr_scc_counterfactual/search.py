@@ -149,6 +149,20 @@ class _ClosedForm:
         lp = (a[:, self.target] - ma)[:, None] + (self._bt - self._mb)[None, :] - torch.log(s)
         return lp[ci, cj].to(self.z.dtype)
 
+    def score_fixed(self, flat: torch.Tensor | None, ci: torch.Tensor, cj: torch.Tensor) -> torch.Tensor:
+        """`score` of the candidates at flat indices ``flat`` (``i * N + j``; None = all ``hw * N`` pairs,
+        row-major), the same values: only the candidates' entries are gathered before the log."""
+        a = self.z.double() - self.wq.double()
+        ma = a.amax(dim=1)
+        s = torch.exp(a - ma[:, None]) @ self._eb_t
+        if not bool(s.amin() > 0):
+            return self._score_direct(ci, cj)
+        row, col = a[:, self.target] - ma, self._bt - self._mb
+        if flat is None:
+            lp = row[:, None] + col[None, :] - torch.log(s)
+            return lp.flatten().to(self.z.dtype)
+        return (row.take(ci) + col.take(cj) - torch.log(s.flatten().take(flat))).to(self.z.dtype)
+
     def _score_direct(self, ci: torch.Tensor, cj: torch.Tensor) -> torch.Tensor:
         """Each pair's logits built and reduced, in chunks of ``chunk`` pairs (the reference)."""
         out = torch.empty(len(ci), dtype=self.z.dtype, device=self.z.device)
@@ -349,26 +363,47 @@ def search_counterfactual(
     reason = "max_edits"
     if query_class == target:
         raise InputError(f"g already predicts the target class {target} for the query: nothing to explain")
+    if isinstance(scorer, _ClosedForm):
+        # a step of the closed form costs less than compacting the candidate lists: they stay in place and the
+        # used ones are masked (-inf), which picks the same candidate (the first maximum in the same order)
+        every = n_candidates == hw * big_n
+        dead = torch.zeros(n_candidates, dtype=torch.bool, device=dev)
+        base = semantic_weight * sem if sem is not None else None
     while True:
         if stop_at_flip and int(logits.argmax()) == target:
             reason = "flipped"
             break
-        if len(ci) == 0:
+        if len(ci) == 0 or (isinstance(scorer, _ClosedForm) and bool(dead.all())):
             reason = "flipped" if int(logits.argmax()) == target else "no_candidates"
             break
         if len(edits) >= max_edits:
             reason = "flipped" if int(logits.argmax()) == target else "max_edits"
             break
-        lp = scorer.score(ci, cj)
-        total = lp + semantic_weight * sem if sem is not None else lp
-        k = int(torch.argmax(total))
+        if isinstance(scorer, _ClosedForm):
+            lp = scorer.score_fixed(None if every else flat, ci, cj)
+            total = (lp + base).masked_fill_(dead, -math.inf) if base is not None else lp.masked_fill(dead, -math.inf)
+            k = int(torch.argmax(total))
+            if bool(dead[k]):  # every live candidate scores -inf: the first live one, as the compacted list would give
+                k = int((~dead).nonzero()[0])
+        else:
+            lp = scorer.score(ci, cj)
+            total = lp + semantic_weight * sem if sem is not None else lp
+            k = int(torch.argmax(total))
         i, j = int(ci[k]), int(cj[k])
         logits = scorer.apply(i, j)
         edits.append(Edit(query_cell=i, distractor=j // hw, distractor_cell=j % hw, score=float(total[k]),
                           log_prob_target=float(lp[k]), log_semantic=float(sem[k]) if sem is not None else None))
-        alive = (ci != i) & (cj != j)
-        ci, cj = ci[alive], cj[alive]
-        sem = sem[alive] if sem is not None else None
+        if isinstance(scorer, _ClosedForm):
+            if every:
+                grid = dead.view(hw, big_n)
+                grid[i] = True
+                grid[:, j] = True
+            else:
+                dead |= (ci == i) | (cj == j)
+        else:
+            alive = (ci != i) & (cj != j)
+            ci, cj = ci[alive], cj[alive]
+            sem = sem[alive] if sem is not None else None
         probs.append(float(torch.softmax(logits.float(), 0)[target]))
     return SearchResult(target_class=target, query_class=query_class, edits=edits, success=reason == "flipped", reason=reason,
                         grid=(h, w), n_distractors=n, candidates=n_candidates, path=path, chunk=chunk,
