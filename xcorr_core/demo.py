@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from . import __version__, registry
 from .data import PART_NAMES, SynthBirds, SynthHerd, apply_homography
@@ -57,6 +57,21 @@ class DemoContext(BaseModel):
     herd_test: Any
     pipeline: Any = None
     results: list[Any] = Field(default_factory=list)
+    _maps: dict[tuple[Any, ...], torch.Tensor] = PrivateAttr(default_factory=dict)
+
+    def birds_maps(self, data: Any, batch: int = 128) -> torch.Tensor:
+        """The shipped SynthBirds classifier's layer4 maps `[N, 256, 7, 7]` (float32) of a SynthBirds
+        set, computed once per demo and shared by the sections that need them (CHM-Corr's PCK,
+        ProtoKNN's pooled kNN, the counterfactual study): the same values each section computed
+        before (batches of >= 64 give bit-identical maps here), one forward pass per image instead
+        of up to three. Keyed by the set's generation parameters, so a set a section regenerates
+        itself (same split, variant, seed, size, count) hits the cache too."""
+        key = (data.split, data.variant, data.seed, data.size, data.num_classes, len(data))
+        if key not in self._maps:
+            with torch.no_grad():
+                self._maps[key] = torch.cat([self.birds_model.forward_features(data.images[i:i + batch].float() / 255)
+                                             for i in range(0, len(data), batch)])
+        return self._maps[key]
 
 
 def demo_spec_path() -> Path:

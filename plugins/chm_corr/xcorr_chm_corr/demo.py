@@ -104,8 +104,8 @@ def _case(d: dict[str, torch.Tensor], i: int, method: str, grid: tuple[int, int]
                    shortlist_ids=d["shortlist"][i], method=method, grid=grid)
 
 
-def _pck_rows(chm: Any, test: Any) -> tuple[list[list[str]], dict[str, Any]]:
-    feats = torch.cat([chm.backbone.forward_features(test.images[i:i + 128].float() / 255) for i in range(0, len(test), 128)])
+def _pck_rows(chm: Any, test: Any, feats: torch.Tensor) -> tuple[list[list[str]], dict[str, Any]]:
+    """PCK rows on ``test`` from its backbone maps ``feats`` `[N, C, h, w]`."""
     genus = torch.tensor(CLASS_GENUS)[test.labels]
     g = torch.Generator().manual_seed(321)
     rows, report = [], {}
@@ -126,7 +126,8 @@ def chm_corr_section(ctx: Any) -> DemoSection:
     t0 = time.perf_counter()
     chm = load_pretrained()
     grid = tuple(pipe.store.map_shape[1:])
-    pck_rows, pck_report = _pck_rows(chm, ctx.birds_test["test"])
+    # the shipped CHM's backbone is the shipped classifier: its maps are the demo's shared ones
+    pck_rows, pck_report = _pck_rows(chm, ctx.birds_test["test"], ctx.birds_maps(ctx.birds_test["test"]))
     _log(f"CHM PCK on SynthBirds test pairs: {time.perf_counter() - t0:.1f} s")
     report: dict[str, Any] = {"pck": pck_report, "plus_parts": list(PLUS_PARTS), "by_dataset": {}}
     rows, figs = [], []

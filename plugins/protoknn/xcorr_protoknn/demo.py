@@ -49,9 +49,6 @@ def linear_head(profiles: torch.Tensor, labels: torch.Tensor, *, steps: int = 30
     return head.eval()
 
 
-def _pooled(model: Any, images: torch.Tensor) -> torch.Tensor:
-    return torch.cat([model.forward_features(images[i:i + 128].float() / 255).mean((2, 3)) for i in range(0, len(images), 128)])
-
 
 def _acc(pred: torch.Tensor, targets: torch.Tensor) -> tuple[float, tuple[float, float]]:
     ok = pred == targets
@@ -65,12 +62,14 @@ def protoknn_section(ctx: Any) -> DemoSection:
     clf = setup.classifier
     head = linear_head(clf.profiles, clf.labels)
     pooled_index = GalleryIndex(ctx.birds_model.fc.in_features, "cosine")
-    pooled_index.add(_pooled(ctx.birds_model, train.images), train.labels)
+    pooled_index.add(ctx.birds_maps(train).mean((2, 3)), train.labels)  # the classifier's maps, shared with other sections
     rows, report = [], {"by_dataset": {}}
+    profiles: dict[str, torch.Tensor] = {}
     for name, ds in ctx.birds_test.items():
         prof, _, _ = encode(setup.model, ds.images)
+        profiles[name] = prof
         entry: dict[str, Any] = {"n": len(ds)}
-        pooled = pooled_index.search(_pooled(ctx.birds_model, ds.images), max(KS))
+        pooled = pooled_index.search(ctx.birds_maps(ds).mean((2, 3)), max(KS))
         for k in KS:
             pk = _acc(clf.predict(prof, k).predictions, ds.labels)
             kn = _acc(majority_vote(pooled.labels[:, :k], clf.num_classes)[0], ds.labels)
@@ -89,8 +88,7 @@ def protoknn_section(ctx: Any) -> DemoSection:
                "projection_duplicates": proj.duplicates, "part_purity": purity.value, "purity_background_share": purity.details["background_share"]}
     # explanations: one correct and one wrong decision on the clean test set
     test = ctx.birds_test["test"]
-    prof, _, _ = encode(setup.model, test.images)
-    pred = clf.predict(prof, 1).predictions
+    pred = clf.predict(profiles["test"], 1).predictions
     figs = []
     for kind, idx in (("correct", (pred == test.labels).nonzero().flatten()[:1]), ("wrong", (pred != test.labels).nonzero().flatten()[:1])):
         for i in idx.tolist():

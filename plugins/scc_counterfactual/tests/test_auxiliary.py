@@ -99,3 +99,28 @@ def test_study_reuses_f_for_the_classifiers_own_features() -> None:
     q3, _ = data.aux(other)
     assert q3.data_ptr() != data.q_feats.data_ptr()
     torch.testing.assert_close(q3, other(test.images.float() / 255, (7, 7)))
+
+
+def test_study_takes_precomputed_features_and_checks_them() -> None:
+    """Features computed elsewhere (the demo's shared classifier maps) give the same study data as the
+    study's own pass; a wrong count, a wrong shape or a NaN is refused."""
+    from xcorr_core.data import SynthBirds
+
+    from xcorr_scc_counterfactual import split_model
+    from xcorr_scc_counterfactual.study import prepare_study
+
+    model = load_pretrained("birds")
+    test, pool = SynthBirds("test", per_class=1, progress=False), SynthBirds("train", per_class=1, progress=False)
+    split = split_model(model, "layer4")
+    own = prepare_study(split, test, pool)
+    with torch.no_grad():
+        qf, pf = model.forward_features(test.images.float() / 255), model.forward_features(pool.images.float() / 255)
+    given = prepare_study(split, test, pool, features=(qf, pf))
+    assert torch.equal(given.q_feats, own.q_feats) and torch.equal(given.p_feats, own.p_feats)
+    assert torch.equal(given.q_probs, own.q_probs) and given.plan(3).targets == own.plan(3).targets
+    bad_nan = qf.clone()
+    bad_nan[0, 0, 0, 0] = float("nan")
+    for feats, match in (((qf[:-1], pf), "query features hold"), ((qf, pf[:, :8]), "differ in shape"),
+                         ((bad_nan, pf), "NaN"), ((qf[0], pf), "query features")):
+        with pytest.raises(xc.InputError, match=match):
+            prepare_study(split, test, pool, features=feats)

@@ -21,7 +21,9 @@ def scc_section(ctx: Any) -> DemoSection:
     model, test, pool = ctx.birds_model, ctx.birds_test["test"], ctx.birds_train
     # the shipped classifier confuses few classes: with the authors' class rule 210 of 236 queries would have no
     # distractor class, so the demo breaks ties and error-free rows by mean probability (and draws as the authors)
-    data = prepare_study(split_model(model, "layer4"), test, pool, progress=ctx.progress, class_rule="mean_probability")
+    # f = the classifier up to layer4: the demo's shared maps of both sets are f's output
+    data = prepare_study(split_model(model, "layer4"), test, pool, progress=ctx.progress, class_rule="mean_probability",
+                         features=(ctx.birds_maps(test), ctx.birds_maps(pool)))
     auxes = {"classifier features": load_auxiliary("classifier", model), "self-supervised (SSL)": load_auxiliary("ssl"),
              "parts detector (upper bound)": load_auxiliary("parts")}
     kept: dict[str, list[Any]] = {}

@@ -12,6 +12,9 @@ import torch
 from pydantic import BaseModel, Field
 from tqdm.auto import tqdm
 
+from xcorr_core.errors import InputError
+from xcorr_core.validation import check_tensor
+
 from .auxiliary import AuxiliaryModel
 from .distractors import ClassRule, DistractorPlan, DrawRule, plan_distractors, predict
 from .explainer import Counterfactual, counterfactual_from_features
@@ -30,16 +33,29 @@ class StudyData:
         queries: a labelled data set with ``images`` (uint8 `[N, 3, H, W]`), ``labels``, ``keypoints``
             `[N, P, 3]` and ``boxes`` `[N, 4]` (SynthBirds or CUB-like).
         pool: the data set distractors are drawn from (same fields).
+        features: f's features of the queries and of the pool (`[N, d, h, w]` each) when already
+            computed elsewhere (the demo shares the classifier's maps between sections); checked
+            for shape and finiteness, and taken as f's output.
     """
 
     def __init__(self, split: ModelSplit, queries: Any, pool: Any, batch: int = 256, progress: bool | None = None,
-                 class_rule: ClassRule = "authors", draw: DrawRule = "authors") -> None:
+                 class_rule: ClassRule = "authors", draw: DrawRule = "authors",
+                 features: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
         self.split, self.queries, self.pool = split, queries, pool
         self.class_rule, self.draw = class_rule, draw
         names = list(getattr(queries, "part_names", None) or [])
         self.groups = part_groups(names, "auto") if names else None  # CUB: left/right parts merged for Same-KP
-        self.q_feats = self._features(queries.images, batch)
-        self.p_feats = self._features(pool.images, batch)
+        if features is None:
+            self.q_feats = self._features(queries.images, batch)
+            self.p_feats = self._features(pool.images, batch)
+        else:
+            for name, feats, data in (("query features", features[0], queries), ("pool features", features[1], pool)):
+                check_tensor(name, feats, ndim=4, floating=True, finite=True)
+                if feats.shape[0] != len(data.images):
+                    raise InputError(f"{name} hold {feats.shape[0]} maps for {len(data.images)} images")
+            if features[0].shape[1:] != features[1].shape[1:]:
+                raise InputError(f"query and pool features differ in shape: {tuple(features[0].shape[1:])} vs {tuple(features[1].shape[1:])}")
+            self.q_feats, self.p_feats = features
         self.q_probs = torch.softmax(split.logits(self.q_feats), 1)
         self.p_probs = torch.softmax(split.logits(self.p_feats), 1)
         self.grid = tuple(self.q_feats.shape[-2:])
@@ -69,8 +85,8 @@ class StudyData:
 
 
 def prepare_study(split: ModelSplit, queries: Any, pool: Any, progress: bool | None = None, class_rule: ClassRule = "authors",
-                  draw: DrawRule = "authors") -> StudyData:
-    return StudyData(split, queries, pool, progress=progress, class_rule=class_rule, draw=draw)
+                  draw: DrawRule = "authors", features: tuple[torch.Tensor, torch.Tensor] | None = None) -> StudyData:
+    return StudyData(split, queries, pool, progress=progress, class_rule=class_rule, draw=draw, features=features)
 
 
 class Variant(BaseModel):
