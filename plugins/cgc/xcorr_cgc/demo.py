@@ -59,10 +59,8 @@ def cgc_section(ctx: Any) -> DemoSection:
     for name, model in models.items():
         true_maps = cam.explain_images(model, x, test.labels).maps  # [N, H, W] for the true class
         ch = content_heatmap(true_maps, test.boxes)
-        with torch.no_grad():
-            t = model(views.orig).argmax(1)
-        cons = consistency(cam.explain_images(model, views.aug, t).maps, cam.explain_images(model, views.orig, t).maps, views.boxes,
-                           views.flips)
+        orig = cam.explain_images(model, views.orig)  # the orig view's top-1, explained on both views
+        cons = consistency(cam.explain_images(model, views.aug, orig.targets).maps, orig.maps, views.boxes, views.flips)
         top = cam.explain_images(model, x[:48]).maps  # insertion curve on the first 48 images
         auc, curve, _ = insertion_deletion(model, x[:48], top, mode="insertion")
         curves[f"{name} (AUC {float(auc.mean()):.3f})"] = curve.mean(0)  # the curves nearly coincide: the AUC tells them apart
