@@ -88,7 +88,9 @@ def register_demo_sections(register: Register) -> None:
 
     ``run(ctx) -> DemoSection`` receives a `xcorr_core.demo.DemoContext` (output
     folder, shipped models, SynthBirds / SynthHerd splits, the kNN pipeline
-    results) and returns a `xcorr_core.demo.DemoSection` (JSON-able report,
+    results, and ``ctx.birds_maps(data)``: the shipped classifier's layer4 maps of a
+    SynthBirds set, computed once per demo for every section that needs them) and
+    returns a `xcorr_core.demo.DemoSection` (JSON-able report,
     PNG figures written under ``ctx.out``, an HTML fragment). A section that
     raises is reported in the demo's output; the other sections still run.
     """
