@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from xcorr_core import GalleryIndex
 from xcorr_core.data import apply_homography
 
-from .explain import PairXExplanation, explain_pair
+from .explain import PairXExplanation, explain_pairs
 from .homography import homography_from_features, sift_features
 from .metrics import binned_bhattacharyya, inverted_residual_mean, match_coverage
 
@@ -60,10 +60,12 @@ def select_pairs(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, q
 
 
 def evaluate_pairs(model: nn.Module, image: Any, pairs: list[tuple[int, int, int, float, bool]], *, layer: str = "layer3",
-                   n: int = 20, true_homography: Any = None, homography_fn: Any = None, progress: bool | None = None) -> list[PairRecord]:
+                   n: int = 20, true_homography: Any = None, homography_fn: Any = None, progress: bool | None = None,
+                   batch: int = 10) -> list[PairRecord]:
     """PAIR-X metrics per pair. ``image(i) -> [3, H, W]``; ``true_homography(i, j)`` (optional)
     gives the ground truth for correct pairs (SynthHerd); ``homography_fn(image_a, image_b) ->
-    [3, 3] or None`` estimates the reference homography (default: SIFT + RANSAC)."""
+    [3, 3] or None`` estimates the reference homography (default: SIFT + RANSAC). Pairs are
+    explained ``batch`` at a time (`explain_pairs`: matches and relevance, no pixel maps)."""
     sift: dict[int, Any] = {}  # the default estimator's SIFT features, once per image (images recur across pairs)
 
     def features(i: int, img: torch.Tensor) -> Any:
@@ -72,18 +74,30 @@ def evaluate_pairs(model: nn.Module, image: Any, pairs: list[tuple[int, int, int
         return sift[i]
 
     out = []
-    for q, g, r, sim, ok in tqdm(pairs, desc="PAIR-X pairs", disable=(None if progress is None else not progress), leave=False):
-        a, b = image(q), image(g)
-        exp = explain_pair(model, a, b, layer=layer, n=n, pixel_maps=False)
-        H = homography_fn(a, b) if homography_fn is not None else homography_from_features(features(q, a), features(g, b), min_inliers=4)
-        rec = PairRecord(query=q, gallery=g, rank=r, similarity=sim, correct=ok,
-                         residual_score=inverted_residual_mean(exp, H) if H is not None else 0.0, coverage=match_coverage(exp))
-        if ok and true_homography is not None:
-            T = true_homography(q, g)
-            rec.true_residual_px = _mean_residual(exp, T, exp.all_matches)
-            rec.true_residual_top_px = _mean_residual(exp, T, exp.matches)
-        out.append(rec)
+    bar = tqdm(total=len(pairs), desc="PAIR-X pairs", disable=(None if progress is None else not progress), leave=False)
+    for s in range(0, len(pairs), batch):
+        group = pairs[s:s + batch]
+        imgs = {i: image(i) for p in group for i in p[:2]}
+        exps = explain_pairs(model, torch.stack([imgs[p[0]] for p in group]), torch.stack([imgs[p[1]] for p in group]),
+                             layer=layer, n=n, batch=batch)
+        for (q, g, r, sim, ok), exp in zip(group, exps):
+            out.append(_record(exp, q, g, r, sim, ok, imgs[q], imgs[g], homography_fn, features, true_homography))
+        bar.update(len(group))
+    bar.close()
     return out
+
+
+def _record(exp: PairXExplanation, q: int, g: int, r: int, sim: float, ok: bool, a: torch.Tensor, b: torch.Tensor,
+            homography_fn: Any, features: Any, true_homography: Any) -> PairRecord:
+    """One pair's metrics from its explanation (images ``a``, ``b``)."""
+    H = homography_fn(a, b) if homography_fn is not None else homography_from_features(features(q, a), features(g, b), min_inliers=4)
+    rec = PairRecord(query=q, gallery=g, rank=r, similarity=sim, correct=ok,
+                     residual_score=inverted_residual_mean(exp, H) if H is not None else 0.0, coverage=match_coverage(exp))
+    if ok and true_homography is not None:
+        T = true_homography(q, g)
+        rec.true_residual_px = _mean_residual(exp, T, exp.all_matches)
+        rec.true_residual_top_px = _mean_residual(exp, T, exp.matches)
+    return rec
 
 
 def _mean_residual(exp: PairXExplanation, H: torch.Tensor, pairs: torch.Tensor) -> float:
