@@ -1,6 +1,7 @@
 """CHM 4D / 6D layers against a naive loop over kernel offsets (float64), and the correlation pieces."""
 import itertools
 
+import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import given
@@ -127,3 +128,30 @@ def test_mutual_nn_filter_against_brute_force():
                 cmax = max(float(c[b, :, j].max()), 0) or 1e-30
                 ref[b, i, j] = c[b, i, j] * (c[b, i, j] / rmax) * (c[b, i, j] / cmax)
     assert torch.allclose(out, ref) and bool(torch.isfinite(out).all())
+
+
+def test_precomputed_candidate_scale_features_give_the_same_transfers():
+    """chm_transfers with the candidates' scale features computed once (as the demo does per gallery image)
+    equals the per-chunk computation; a wrong shape is refused."""
+    from xcorr_core.errors import InputError
+    from xcorr_chm_corr import load_pretrained
+    from xcorr_chm_corr.correlation import correlation6d
+    from xcorr_chm_corr.rerank import chm_cells, chm_transfers
+
+    chm = load_pretrained()
+    g = torch.Generator().manual_seed(5)
+    q, cands = torch.randn(2, 256, 7, 7, generator=g).relu_(), torch.randn(2, 30, 256, 7, 7, generator=g).relu_()
+    with torch.no_grad():
+        scales = [t.unflatten(0, (2, 30)) for t in chm.learner.scale_features(cands.flatten(0, 1))]
+        L = chm.learner
+        direct = correlation6d(q[:1], cands[0], L.scales, L.conv2ds)
+        given = correlation6d(q[:1], cands[0], L.scales, L.conv2ds, [t[0] for t in scales])
+    torch.testing.assert_close(given, direct, rtol=1e-5, atol=1e-6)
+    a = chm_transfers(chm, q, cands, chunk=25)
+    b = chm_transfers(chm, q, cands, chunk=25, cand_scales=scales)
+    torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
+    assert torch.equal(chm_cells(chm, q, cands, cand_scales=scales), chm_cells(chm, q, cands))
+    with pytest.raises(InputError, match="cand_scales"):
+        chm_transfers(chm, q, cands, cand_scales=[t[:, :10] for t in scales])
+    with pytest.raises(InputError, match="cand_scales"):
+        chm_transfers(chm, q, cands, cand_scales=scales[:2])

@@ -24,7 +24,7 @@ from xcorr_core.errors import InputError
 from xcorr_core.features import FeatureExtractor
 from xcorr_core.validation import check_same_device, check_tensor
 
-from .correlation import correlation6d, interpolate4d, mutual_nn_filter
+from .correlation import correlation6d, interpolate4d, mutual_nn_filter, scale_features
 from .kernels import KernelType
 from .layers import CHM4d, CHM6d
 from .transfer import normalise_points, transfer_points, unnormalise_points
@@ -52,9 +52,13 @@ class CHMLearner(nn.Module):
         self.chm6d = CHM6d(5, ktype)
         self.chm4d = CHM4d(5, ktype, bias=True)
 
-    def forward(self, src: torch.Tensor, trg: torch.Tensor) -> torch.Tensor:
+    def scale_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The unit scale features of maps `[B, C, h, h]` (`correlation.scale_features`), for ``trg_scales``."""
+        return scale_features(x, self.scales, self.conv2ds)
+
+    def forward(self, src: torch.Tensor, trg: torch.Tensor, trg_scales: list[torch.Tensor] | None = None) -> torch.Tensor:
         b, h = trg.shape[0], trg.shape[2]
-        corr = self.chm6d(correlation6d(src, trg, self.scales, self.conv2ds))  # [B, 3, 3, h, h, h, h]
+        corr = self.chm6d(correlation6d(src, trg, self.scales, self.conv2ds, trg_scales))  # [B, 3, 3, h, h, h, h]
         corr = torch.sigmoid(corr).flatten(1, 2).amax(dim=1)  # max over the 9 scale pairs
         corr = torch.nn.functional.softplus(self.chm4d(interpolate4d(corr, 2 * h)))
         side = 2 * h
@@ -110,16 +114,17 @@ class CHMNet(nn.Module):
         both = self._extract(self.backbone, torch.cat([src, trg]))
         return both[: src.shape[0]], both[src.shape[0]:]
 
-    def correlate(self, src_feat: torch.Tensor, trg_feat: torch.Tensor) -> torch.Tensor:
+    def correlate(self, src_feat: torch.Tensor, trg_feat: torch.Tensor, trg_scales: list[torch.Tensor] | None = None) -> torch.Tensor:
         """CHM correlation `[B, (2h)^2, (2h)^2]` of feature maps `[B, C, h, h]` (source cells as rows);
-        ``src_feat`` may be one map `[1, C, h, h]` against B targets."""
+        ``src_feat`` may be one map `[1, C, h, h]` against B targets. ``trg_scales``: the targets'
+        ``learner.scale_features`` computed beforehand (once per gallery image)."""
         check_tensor("src_feat", src_feat, ndim=4, floating=True, non_empty=True)
         check_tensor("trg_feat", trg_feat, shape=[None] + list(src_feat.shape[1:]), floating=True)
         if src_feat.shape[0] not in (1, trg_feat.shape[0]):
             raise InputError(f"src_feat batch {src_feat.shape[0]} must be 1 or trg_feat's {trg_feat.shape[0]}")
         if src_feat.shape[1] != self.feat_dim:
             raise InputError(f"features have {src_feat.shape[1]} channels; this CHMNet was built for {self.feat_dim}")
-        return self.learner(src_feat, trg_feat)
+        return self.learner(src_feat, trg_feat, trg_scales)
 
     def forward(self, src: torch.Tensor, trg: torch.Tensor) -> torch.Tensor:
         """CHM correlation of image pairs `[B, 3, H, W]` (the authors' ``CHMNet.forward``)."""

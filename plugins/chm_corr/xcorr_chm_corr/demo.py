@@ -69,10 +69,19 @@ def chm_corr_decisions(pipe: xc.Pipeline, data: Any, chm: Any, *, keypoints: tor
         parts = [PART_NAMES.index(p) for p in PLUS_PARTS]
         plus_mask = torch.stack([keypoint_mask(kp, size, (h, w), parts) for kp in keypoints])  # type: ignore[arg-type]
     out: dict[str, dict[str, list[torch.Tensor]]] = {m: {"scores": [], "pairs": [], "weights": []} for m in ("chm_corr", "chm_corr_plus")}
+    # every gallery image's scale features once (a candidate recurs in many shortlists), in near-equal parts of
+    # <= 512: the same values as per chunk of 25 candidates (the convolutions agree bit for bit at batches >= 25 here)
+    used = torch.unique(res.positions)
+    with torch.no_grad():
+        parts_ = [chm.learner.scale_features(pipe.store.get(p)) for p in torch.tensor_split(used, -(-len(used) // 512))]
+    gallery = [torch.cat(p) for p in zip(*parts_)]
+    row = torch.full((int(used.max()) + 1,), -1, dtype=torch.long)
+    row[used] = torch.arange(len(used))
     for s in range(0, q.shape[0], batch):
         idx = slice(s, min(q.shape[0], s + batch))
         cands = pipe.store.get(res.positions[idx].flatten()).unflatten(0, (-1, n_short))
-        cells = chm_cells(chm, qmaps[idx], cands)
+        rows = row[res.positions[idx]]
+        cells = chm_cells(chm, qmaps[idx], cands, cand_scales=[g[rows] for g in gallery])
         masks = {"chm_corr": (cc_mask(qmaps[idx], cands, 0.55), "top")}
         if plus_mask is not None:
             masks["chm_corr_plus"] = (plus_mask[idx][:, None, :].expand_as(cells).float(), "all")

@@ -43,29 +43,38 @@ def _check(query: torch.Tensor, cands: torch.Tensor, chm: CHMNet) -> tuple[torch
 
 
 def chm_transfers(chm: CHMNet, query: torch.Tensor, cands: torch.Tensor, *, grid: Literal["centres", "authors"] = "centres",
-                  chunk: int = 25) -> torch.Tensor:
+                  chunk: int = 25, cand_scales: list[torch.Tensor] | None = None) -> torch.Tensor:
     """Normalised (x, y) `[Q, N, h w, 2]` in each candidate of the query's grid points.
 
     ``query`` `[Q, C, h, w]`, ``cands`` `[Q, N, C, h, w]``. For each query, CHMNet runs on its
     candidates in chunks of ``chunk`` (the query's scale features computed once per chunk;
-    memory grows with chunk x (2h)^4).
+    memory grows with chunk x (2h)^4). ``cand_scales``: the candidates' scale features
+    (`CHMLearner.scale_features`, one `[Q, N, C', side^2]` per scale) when computed beforehand —
+    once per gallery image instead of once per (query, candidate) pair.
     """
     q, n, c, h, w = cands.shape
+    if cand_scales is not None:
+        feats = chm.learner.scale_features(cands[0, :1])  # shapes only
+        if len(cand_scales) != len(feats) or any(tuple(t.shape) != (q, n, *f.shape[1:]) for t, f in zip(cand_scales, feats)):
+            raise InputError("cand_scales must hold one [Q, N, C', side^2] tensor per scale, "
+                             f"[{q}, {n}, ...] x {[tuple(f.shape[1:]) for f in feats]}")
     pts = grid_points(h, w, grid, device=cands.device).to(cands.dtype)
     out = torch.empty(q, n, h * w, 2, dtype=cands.dtype, device=cands.device)
     with torch.no_grad():
         for i in range(q):
             for s in range(0, n, chunk):
-                corr = chm.correlate(query[i:i + 1], cands[i, s:s + chunk])
+                scales = None if cand_scales is None else [t[i, s:s + chunk] for t in cand_scales]
+                corr = chm.correlate(query[i:i + 1], cands[i, s:s + chunk], scales)
                 out[i, s:s + chunk] = chm.transfer_normalised(corr, pts.expand(corr.shape[0], -1, -1))
     return out
 
 
 def chm_cells(chm: CHMNet, query: torch.Tensor, cands: torch.Tensor, *, grid: Literal["centres", "authors"] = "centres",
-              authors_transpose: bool = False, chunk: int = 25) -> torch.Tensor:
+              authors_transpose: bool = False, chunk: int = 25, cand_scales: list[torch.Tensor] | None = None) -> torch.Tensor:
     """Candidate cell paired with each query cell, long `[Q, N, h w]` (see `scoring.paired_cells`)."""
     h, w = cands.shape[-2:]
-    return paired_cells(chm_transfers(chm, query, cands, grid=grid, chunk=chunk), h, w, authors_transpose=authors_transpose)
+    transfers = chm_transfers(chm, query, cands, grid=grid, chunk=chunk, cand_scales=cand_scales)
+    return paired_cells(transfers, h, w, authors_transpose=authors_transpose)
 
 
 def image_cells(chm: CHMNet, query_image: torch.Tensor, cand_images: torch.Tensor, grid: tuple[int, int] = (7, 7), *,
