@@ -4,7 +4,7 @@ in chunked batches, then the masked cosine scores of `scoring`.
 `chm_cells` runs the CHMNet part (the query's grid points transferred onto every candidate),
 `chm_corr_rerank` the whole method. Query and candidates are the feature maps the CHM head
 matches (the shipped CHM: the SynthBirds SmallResNet layer4 maps the pipeline stores), so
-nothing is recomputed from images. Depends on torch, `chmnet` and `scoring`.
+nothing is recomputed from images. Depends on torch, `chmnet`, `correlation` and `scoring`.
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from xcorr_core.errors import InputError
 from xcorr_core.validation import check_same_device, check_tensor
 
 from .chmnet import CHMNet
+from .correlation import scale_sides
 from .scoring import cc_mask, chm_corr_scores, grid_points, paired_cells
 
 __all__ = ["chm_transfers", "chm_cells", "image_cells", "chm_corr_rerank", "CHMCorrOutput"]
@@ -54,10 +55,10 @@ def chm_transfers(chm: CHMNet, query: torch.Tensor, cands: torch.Tensor, *, grid
     """
     q, n, c, h, w = cands.shape
     if cand_scales is not None:
-        feats = chm.learner.scale_features(cands[0, :1])  # shapes only
-        if len(cand_scales) != len(feats) or any(tuple(t.shape) != (q, n, *f.shape[1:]) for t, f in zip(cand_scales, feats)):
-            raise InputError("cand_scales must hold one [Q, N, C', side^2] tensor per scale, "
-                             f"[{q}, {n}, ...] x {[tuple(f.shape[1:]) for f in feats]}")
+        want = [(q, n, conv.out_channels, side * side) for side, conv in zip(scale_sides(h, chm.learner.scales), chm.learner.conv2ds)]
+        if [tuple(t.shape) for t in cand_scales] != want:
+            raise InputError(f"cand_scales must hold one [Q, N, C', side^2] tensor per scale: {want}, "
+                             f"got {[tuple(t.shape) for t in cand_scales]}")
     pts = grid_points(h, w, grid, device=cands.device).to(cands.dtype)
     out = torch.empty(q, n, h * w, 2, dtype=cands.dtype, device=cands.device)
     with torch.no_grad():

@@ -101,6 +101,14 @@ def _select(acts: torch.Tensor, rel: torch.Tensor, n: int, metric: str) -> tuple
     return all_pairs, all_pairs[top], score[top]
 
 
+def _composite_and_engine(model: nn.Module, composite: Any | None, engine: str) -> tuple[Any, str]:
+    """The composite (default: `default_composite`) and the engine (``"auto"``: cached when its rules allow)."""
+    composite = composite if composite is not None else default_composite(model)
+    if engine == "auto":
+        engine = "cached" if supports_cached(model, composite) else "zennit"
+    return composite, engine
+
+
 def _finish(model_out: dict, image_size: tuple[int, int], layer: str, grid: tuple[int, int]) -> PairXExplanation:
     exp = PairXExplanation(method="pairx", layer=layer, grid=grid, image_size=image_size,
                            keypoints_a=torch.zeros(0, 2), keypoints_b=torch.zeros(0, 2), **model_out)
@@ -118,9 +126,7 @@ def explain_pair(model: nn.Module, image_a: torch.Tensor, image_b: torch.Tensor,
     ``engine``: ``"cached"`` (zennit's rules, modified forwards built once: `lrp.cached_lrp`),
     ``"zennit"`` (zennit's hooks) or ``"auto"`` (cached when the composite's rules allow it)."""
     _check_images(image_a, image_b)
-    composite = composite if composite is not None else default_composite(model)
-    if engine == "auto":
-        engine = "cached" if supports_cached(model, composite) else "zennit"
+    composite, engine = _composite_and_engine(model, composite, engine)
     t = {}
     t0 = time.perf_counter()
     with captured_forward(model, layer, composite, engine) as (m, store):
@@ -171,9 +177,7 @@ def explain_pairs(model: nn.Module, images_a: torch.Tensor, images_b: torch.Tens
     check_tensor("images_b", images_b, shape=list(images_a.shape), floating=True, finite=True)
     if batch < 1:
         raise xc.InputError(f"batch must be >= 1, got {batch}")
-    composite = composite if composite is not None else default_composite(model)
-    if engine == "auto":
-        engine = "cached" if supports_cached(model, composite) else "zennit"
+    composite, engine = _composite_and_engine(model, composite, engine)
     out: list[PairXExplanation] = []
     with captured_forward(model, layer, composite, engine) as (m, store):
         for s in range(0, images_a.shape[0], batch):

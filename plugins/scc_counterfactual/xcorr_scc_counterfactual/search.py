@@ -141,21 +141,15 @@ class _ClosedForm:
         self._bt = wd64[:, target]  # [N]
 
     def score(self, ci: torch.Tensor, cj: torch.Tensor) -> torch.Tensor:
+        return self.score_fixed(ci * self._eb_t.shape[1] + cj, ci, cj)
+
+    def score_fixed(self, flat: torch.Tensor | None, ci: torch.Tensor, cj: torch.Tensor) -> torch.Tensor:
+        """Scores of the candidates (``ci``, ``cj``) at flat indices ``flat`` (``i * N + j``; None = all
+        ``hw * N`` pairs, row-major); only the candidates' entries are gathered before the log."""
         a = self.z.double() - self.wq.double()  # [hw, C]
         ma = a.amax(dim=1)
         s = torch.exp(a - ma[:, None]) @ self._eb_t  # [hw, N]
-        if not bool((s > 0).all()):  # underflow (logit ranges beyond ~700): the direct path
-            return self._score_direct(ci, cj)
-        lp = (a[:, self.target] - ma)[:, None] + (self._bt - self._mb)[None, :] - torch.log(s)
-        return lp[ci, cj].to(self.z.dtype)
-
-    def score_fixed(self, flat: torch.Tensor | None, ci: torch.Tensor, cj: torch.Tensor) -> torch.Tensor:
-        """`score` of the candidates at flat indices ``flat`` (``i * N + j``; None = all ``hw * N`` pairs,
-        row-major), the same values: only the candidates' entries are gathered before the log."""
-        a = self.z.double() - self.wq.double()
-        ma = a.amax(dim=1)
-        s = torch.exp(a - ma[:, None]) @ self._eb_t
-        if not bool(s.amin() > 0):
+        if not bool(s.amin() > 0):  # underflow (logit ranges beyond ~700): the direct path
             return self._score_direct(ci, cj)
         row, col = a[:, self.target] - ma, self._bt - self._mb
         if flat is None:
@@ -363,7 +357,8 @@ def search_counterfactual(
     reason = "max_edits"
     if query_class == target:
         raise InputError(f"g already predicts the target class {target} for the query: nothing to explain")
-    if isinstance(scorer, _ClosedForm):
+    fixed = isinstance(scorer, _ClosedForm)
+    if fixed:
         # a step of the closed form costs less than compacting the candidate lists: they stay in place and the
         # used ones are masked (-inf), which picks the same candidate (the first maximum in the same order)
         every = n_candidates == hw * big_n
@@ -373,13 +368,13 @@ def search_counterfactual(
         if stop_at_flip and int(logits.argmax()) == target:
             reason = "flipped"
             break
-        if len(ci) == 0 or (isinstance(scorer, _ClosedForm) and bool(dead.all())):
+        if len(ci) == 0 or (fixed and bool(dead.all())):
             reason = "flipped" if int(logits.argmax()) == target else "no_candidates"
             break
         if len(edits) >= max_edits:
             reason = "flipped" if int(logits.argmax()) == target else "max_edits"
             break
-        if isinstance(scorer, _ClosedForm):
+        if fixed:
             lp = scorer.score_fixed(None if every else flat, ci, cj)
             total = (lp + base).masked_fill_(dead, -math.inf) if base is not None else lp.masked_fill(dead, -math.inf)
             k = int(torch.argmax(total))
@@ -393,7 +388,7 @@ def search_counterfactual(
         logits = scorer.apply(i, j)
         edits.append(Edit(query_cell=i, distractor=j // hw, distractor_cell=j % hw, score=float(total[k]),
                           log_prob_target=float(lp[k]), log_semantic=float(sem[k]) if sem is not None else None))
-        if isinstance(scorer, _ClosedForm):
+        if fixed:
             if every:
                 grid = dead.view(hw, big_n)
                 grid[i] = True
