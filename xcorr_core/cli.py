@@ -170,6 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from .allocator import retain_freed_memory
+
+    retain_freed_memory()  # a whole process of batched work: freed blocks reused, not re-faulted (see allocator.py)
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "handler", None) is None:
