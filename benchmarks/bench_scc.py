@@ -15,7 +15,8 @@ Then, each in a fresh process, a VGG-style MLP head (512x7x7 -> 4096 -> 4096 -> 
 generic path: seconds per counterfactual, peak extra memory, and whether both chose the same edits.
 Then the paper's non-linear g (a ResNet-50 cut after layer4[0]: g = layer4[1:] + pool + fc, random
 weights), 20 distractors at 224 px (2048x7x7 maps), 10 % pre-filter, ``--tail-edits`` edits, each in
-a fresh process: the local path (the default for this g), the generic path (chunks from the 1 GB
+a fresh process: the local path (the default for this g; also with freed memory kept, as the ``xcorr``
+command runs, see ``xcorr_core.allocator``), the generic path (chunks from the 1 GB
 budget) and the authors' procedure (`authors_search`: candidate maps built in a Python loop, g run
 on all of them at once); seconds per edit, peak extra memory, same edits.
 Prints JSON.
@@ -167,13 +168,18 @@ def main() -> None:
     ap.add_argument("--edits", type=int, default=4)
     ap.add_argument("--tail", help=argparse.SUPPRESS)
     ap.add_argument("--tail-edits", type=int, default=2)
+    ap.add_argument("--retain", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     torch.set_num_threads(2)
     if args.mlp:
         print(json.dumps(mlp_part(args.mlp, args.edits, args.path)))
         return
     if args.tail:
-        print(json.dumps(tail_part(args.tail, args.tail_edits)))
+        if args.retain:
+            from xcorr_core.allocator import retain_freed_memory
+
+            retain_freed_memory(respect_env=False)
+        print(json.dumps(tail_part(args.tail, args.tail_edits) | {"freed_memory_kept": args.retain}))
         return
     out = {"linear_head": linear_part(args.repeats), "mlp_head": []}
     for n in (1, 20):
@@ -186,8 +192,9 @@ def main() -> None:
                                 "speedup_first_linear_vs_generic": round(runs["generic"]["seconds"] / runs["first_linear"]["seconds"], 1),
                                 **{k: {kk: vv for kk, vv in v.items() if kk not in ("distractors", "path")} for k, v in runs.items()}})
     tail = {}
-    for variant in ("local", "generic", "authors"):
-        cmd = [sys.executable, __file__, "--tail", variant, "--tail-edits", str(args.tail_edits)]
+    for variant in ("local", "local_freed_memory_kept", "generic", "authors"):
+        cmd = [sys.executable, __file__, "--tail", variant.split("_")[0], "--tail-edits", str(args.tail_edits)]
+        cmd += ["--retain"] if variant.endswith("kept") else []
         tail[variant] = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
     ref = tail["authors"]["edits"]
     out["resnet50_tail"] = {
@@ -196,6 +203,7 @@ def main() -> None:
         **{k: {kk: vv for kk, vv in v.items() if kk != "edits"} | {"same_edits_as_authors": v["edits"] == ref} for k, v in tail.items()},
         "speedup_local_vs_authors": round(tail["authors"]["seconds"] / tail["local"]["seconds"], 1),
         "speedup_local_vs_generic": round(tail["generic"]["seconds"] / tail["local"]["seconds"], 1),
+        "speedup_local_freed_memory_kept_vs_authors": round(tail["authors"]["seconds"] / tail["local_freed_memory_kept"]["seconds"], 1),
     }
     print(json.dumps(out, indent=2))
 
