@@ -124,3 +124,27 @@ def test_study_takes_precomputed_features_and_checks_them() -> None:
                          ((bad_nan, pf), "NaN"), ((qf[0], pf), "query features")):
         with pytest.raises(xc.InputError, match=match):
             prepare_study(split, test, pool, features=feats)
+
+
+def test_table4_kmeans_columns_computed_in_a_background_thread_equal_the_inline_ones() -> None:
+    """`part_clustering_table` run in another thread (as the demo does, beside the searches) gives
+    the K-means columns `aux_comparison` computes itself; columns for other K are refused."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from xcorr_core.data import SynthBirds
+
+    from xcorr_scc_counterfactual import split_model
+    from xcorr_scc_counterfactual.study import aux_comparison, part_clustering_table, prepare_study
+
+    model = load_pretrained("birds")
+    test, pool = SynthBirds("test", per_class=2, progress=False), SynthBirds("train", per_class=2, progress=False)
+    data = prepare_study(split_model(model, "layer4"), test, pool, class_rule="mean_probability")
+    auxes = {"classifier": load_auxiliary("classifier", model), "ssl": load_auxiliary("ssl")}
+    inline = aux_comparison(data, auxes, ks=(4, 9))
+    with ThreadPoolExecutor(max_workers=1) as bg:
+        table = bg.submit(part_clustering_table, data, auxes, ks=(4, 9))
+        background = aux_comparison(data, auxes, ks=(4, 9), kmeans=table.result())
+    assert [r.model_dump() for r in background] == [r.model_dump() for r in inline]
+    assert set(inline[0].kmeans) == {4, 9} and all(0 <= v <= 100 for r in inline for v in r.kmeans.values())
+    with pytest.raises(xc.InputError, match="K = \\[4, 9, 16\\]"):
+        aux_comparison(data, auxes, ks=(4, 9, 16), kmeans=table.result())

@@ -21,7 +21,7 @@ from .explainer import Counterfactual, counterfactual_from_features
 from .metrics import edit_scores, part_clustering_accuracy, part_groups, pooled
 from .split import ModelSplit
 
-__all__ = ["StudyData", "prepare_study", "Variant", "TABLE3", "VariantResult", "run_variant", "ablation", "aux_comparison",
+__all__ = ["StudyData", "prepare_study", "Variant", "TABLE3", "VariantResult", "run_variant", "ablation", "aux_comparison", "part_clustering_table",
            "attribute_study", "lambda_sweep", "plot_lambda_sweep"]
 
 
@@ -198,17 +198,44 @@ class AuxResult(BaseModel):
     kmeans: dict[int, float] = Field(description="K -> part-clustering accuracy (%)")
 
 
+def part_clustering_table(data: StudyData, auxes: dict[str, AuxiliaryModel], *, ks: Sequence[int] = (15, 50, 250),
+                          seed: int = 0) -> dict[str, dict[int, float]]:
+    """Table 4's K-means columns: auxiliary model name -> K -> part-clustering accuracy (%) of its cells on
+    the queries (`metrics.part_clustering_accuracy`).
+
+    Only reads ``data`` (the auxiliary features are computed on first use and cached), so once they are
+    cached it can run in a background thread: faiss releases the GIL and its K-means keeps both cores
+    busy while the counterfactual searches, mostly small operations on one core, run in the foreground.
+    """
+    out = {}
+    for name, aux in auxes.items():
+        uq, _ = data.aux(aux)
+        out[name] = {k: round(100 * part_clustering_accuracy(uq, data.queries.keypoints, data.image_size, k, seed=seed), 1)
+                     for k in ks}
+    return out
+
+
 def aux_comparison(data: StudyData, auxes: dict[str, AuxiliaryModel], *, ks: Sequence[int] = (15, 50, 250),
-                   semantic_weight: float = 0.4, seed: int = 0) -> list[AuxResult]:
+                   semantic_weight: float = 0.4, seed: int = 0,
+                   kmeans: dict[str, dict[int, float]] | None = None) -> list[AuxResult]:
     """Same-KP of single-distractor counterfactuals with each auxiliary model, and K-means part clustering of
-    its cells on the queries (the paper's Table 4)."""
+    its cells on the queries (the paper's Table 4).
+
+    Args:
+        kmeans: the K-means columns if already computed (`part_clustering_table` with the same ``ks`` and
+            ``seed``, e.g. in a background thread); None computes them here.
+    """
+    if kmeans is None:
+        kmeans = part_clustering_table(data, auxes, ks=ks, seed=seed)
+    for name in auxes:
+        if name not in kmeans or sorted(kmeans[name]) != sorted(ks):
+            raise InputError(f"kmeans lacks the columns K = {list(ks)} of auxiliary model {name!r}")
     plan = data.plan(1, seed)
     rows = []
     for name, aux in auxes.items():
         r = run_variant(data, plan, name=name, aux=aux, semantic_weight=semantic_weight, prefilter=1.0, n_distractors=1)
-        uq, _ = data.aux(aux)
-        km = {k: round(100 * part_clustering_accuracy(uq, data.queries.keypoints, data.image_size, k, seed=seed), 1) for k in ks}
-        rows.append(AuxResult(name=name, same_kp_all=r.same_kp_all, same_kp_single=r.same_kp_single, kmeans=km))
+        rows.append(AuxResult(name=name, same_kp_all=r.same_kp_all, same_kp_single=r.same_kp_single,
+                              kmeans={k: kmeans[name][k] for k in ks}))
     return rows
 
 
