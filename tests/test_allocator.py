@@ -40,3 +40,17 @@ def test_freed_blocks_are_reused_not_faulted_in_again() -> None:
 def test_opt_out_through_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XCORR_RETAIN_MEMORY", "0")
     assert retain_freed_memory() is False
+
+
+def test_the_executable_keeps_freed_memory_but_main_does_not(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``xcorr`` (the console script, `console_main`) opts in; `cli.main`, callable in-process, never does."""
+    import xcorr_core.allocator as allocator
+    from xcorr_core import cli
+
+    calls: list[bool] = []
+    monkeypatch.setattr(allocator, "retain_freed_memory", lambda **kw: calls.append(True) or True)
+    assert cli.main(["plugins", "--json"]) == 0 and calls == []
+    monkeypatch.setattr(sys, "argv", ["xcorr", "plugins", "--json"])
+    with pytest.raises(SystemExit) as exit_:
+        cli.console_main()
+    assert exit_.value.code == 0 and calls == [True]

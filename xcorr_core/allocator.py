@@ -8,7 +8,7 @@ With large blocks taken from the heap (``M_MMAP_MAX = 0``) and the heap never tr
 are reused instead.
 
 The price is a resident size that stays at its peak until the process ends, so this is a choice for
-a whole process: the ``xcorr`` command makes it (opt out with ``XCORR_RETAIN_MEMORY=0``); library
+a whole process: the ``xcorr`` executable makes it (``cli.console_main``; opt out with ``XCORR_RETAIN_MEMORY=0``); library
 code never does. In your own process call `retain_freed_memory` once at start-up, or set the same
 through the environment (``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=4294967296``).
 Touches nothing but glibc's malloc parameters; no-op elsewhere.

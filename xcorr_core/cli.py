@@ -170,9 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from .allocator import retain_freed_memory
-
-    retain_freed_memory()  # a whole process of batched work: freed blocks reused, not re-faulted (see allocator.py)
+    """Run the command line ``argv``; no process-wide side effects (callable from tests and other programs)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "handler", None) is None:
@@ -189,5 +187,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise
 
 
-if __name__ == "__main__":
+def console_main() -> None:
+    """The ``xcorr`` executable: a whole process of batched work, so freed memory is kept for reuse
+    (`allocator.retain_freed_memory`; ``XCORR_RETAIN_MEMORY=0`` opts out), then `main`."""
+    from .allocator import retain_freed_memory
+
+    retain_freed_memory()
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    console_main()
