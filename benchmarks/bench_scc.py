@@ -192,10 +192,11 @@ def main() -> None:
                                 "speedup_first_linear_vs_generic": round(runs["generic"]["seconds"] / runs["first_linear"]["seconds"], 1),
                                 **{k: {kk: vv for kk, vv in v.items() if kk not in ("distractors", "path")} for k, v in runs.items()}})
     tail = {}
-    for variant in ("local", "local_freed_memory_kept", "generic", "authors"):
-        cmd = [sys.executable, __file__, "--tail", variant.split("_")[0], "--tail-edits", str(args.tail_edits)]
-        cmd += ["--retain"] if variant.endswith("kept") else []
-        tail[variant] = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
+    runs = {"local": ("local", False), "local_freed_memory_kept": ("local", True), "generic": ("generic", False),
+            "authors": ("authors", False)}  # label -> (variant, keep freed memory)
+    for label, (variant, retain) in runs.items():
+        cmd = [sys.executable, __file__, "--tail", variant, "--tail-edits", str(args.tail_edits)] + (["--retain"] if retain else [])
+        tail[label] = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
     ref = tail["authors"]["edits"]
     out["resnet50_tail"] = {
         "setting": "ResNet-50 (random weights) cut after layer4[0], g = layer4[1:] + pool + fc, 20 distractors, 2048x7x7, "

@@ -149,8 +149,8 @@ class _Local:
                  chunk: int) -> None:
         self.tail, self.cur, self.dcells, self.target, self.chunk = tail, cur, dcells, target, chunk
         self.h, self.w = grid
-        self.pad = tail.radius
-        self.groups = _windows(self.h, self.w, self.pad, cur.device)
+        self.radius = tail.radius
+        self.groups = _windows(self.h, self.w, self.radius, cur.device)
         self.group_of = torch.empty(self.h * self.w, dtype=torch.long, device=cur.device)
         self.pos_of = torch.empty_like(self.group_of)
         for k, grp in enumerate(self.groups):
@@ -161,7 +161,10 @@ class _Local:
     def _forward_current(self) -> None:
         """Every intermediate of the current map as cells `[h*w, C]`, and its logits."""
         x = self.cur.T.reshape(1, -1, self.h, self.w)
-        cells = lambda t: t[0].flatten(1).T.contiguous()  # noqa: E731
+
+        def cells(t: torch.Tensor) -> torch.Tensor:  # [1, C, h, w] -> [h*w, C]
+            return t[0].flatten(1).T.contiguous()
+
         self.base: list[dict[str, list[torch.Tensor] | torch.Tensor]] = []
         for block in self.tail.blocks:
             rec: dict = {"in": cells(x), "layer_in": [], "pre": []}
@@ -176,7 +179,7 @@ class _Local:
         out = cells(x)
         self.window_sum = torch.empty_like(out)  # the current map's sum over every cell's final (in-image) window
         for grp in self.groups:
-            self.window_sum[grp.cells] = out[grp.idx[self.pad]].sum(1)
+            self.window_sum[grp.cells] = out[grp.idx[self.radius]].sum(1)
         self.pooled = x[0].mean((1, 2))
         self.z = self.pooled @ self.tail.fc_w.T + (self.tail.fc_b if self.tail.fc_b is not None else 0)
 
@@ -238,7 +241,7 @@ class _Local:
 
     def bytes_per_candidate(self) -> int:
         """Peak working memory of one candidate in a chunk (an upper estimate: an unclipped window)."""
-        cells = (2 * self.pad + 1) ** 2
+        cells = (2 * self.radius + 1) ** 2
         widest = max(max(layer.weight.shape[1] // (9 if layer.kind == "k3" else 1), layer.weight.shape[0])
                      for block in self.tail.blocks for layer in block)
         return cells * widest * self.cur.element_size() * 6 + 9 * cells * widest * self.cur.element_size()
