@@ -19,9 +19,9 @@ def plot_protoknn(exp: Any, images: Callable[[int], torch.Tensor] | None, query:
     rows = int(exp.top.numel())
     fig, axes = plt.subplots(rows, 4, figsize=(9.2, 2.45 * rows + 0.5), squeeze=False, layout="constrained")
     truth = "" if target is None else f" (true: {name(target)})"
-    heads = ["prototype (source patch)", f"query: predicted {name(exp.prediction)}{truth}",
-             f"this looks like it: #{exp.positive_id} ({name(exp.prediction)})",
-             f"rather than that: #{exp.negative_id} ({name(exp.contrast_class)})"]
+    heads = ["prototype\n(source patch)", f"query: predicted\n{name(exp.prediction)}{truth}",  # two lines: a column is narrow
+             f"this looks like it:\n#{exp.positive_id} ({name(exp.prediction)})",
+             f"rather than that:\n#{exp.negative_id} ({name(exp.contrast_class)})"]
     for r in range(rows):
         col = PAIR_COLORS[r % len(PAIR_COLORS)]
         shown = [(images(int(exp.source_ids[r])) if images else None, int(exp.source_cells[r])),

@@ -306,7 +306,7 @@ def plot_lambda_sweep(rows: Sequence[VariantResult]) -> Any:
     import matplotlib.pyplot as plt
 
     lam = [r.config["semantic_weight"] for r in rows]
-    fig, ax = plt.subplots(figsize=(5.6, 3.4))
+    fig, ax = plt.subplots(figsize=(5.6, 3.8))
     for key, label, style in (("same_kp_single", "Same-KP (single edit)", "-o"), ("same_kp_all", "Same-KP (all edits)", "--o"),
                               ("near_kp_all", "Near-KP (all edits)", "-s"), ("in_box_all", "in-box (all edits)", ":s")):
         ax.plot(lam, [getattr(r, key) for r in rows], style, label=label, markersize=4)
@@ -317,7 +317,8 @@ def plot_lambda_sweep(rows: Sequence[VariantResult]) -> Any:
     ax2.set_ylabel("#Edits")
     h1, l1 = ax.get_legend_handles_labels()
     h2, l2 = ax2.get_legend_handles_labels()
-    ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="center right")
+    # below the axes: inside, it covered the curves
+    ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, frameon=False)
     ax.set_title(f"{rows[0].config.get('aux')}: {rows[0].config['distractors']} distractors, pre-filter {rows[0].config['prefilter']}", fontsize=8)
     fig.tight_layout()
     return fig
