@@ -2,7 +2,10 @@
 
 The wrapped model is never modified: its train/eval mode is left as the user set
 it, and the forward hooks it installs are removed when a call ends, even by an
-exception. Depends on torch, tqdm and the core's results/validation modules.
+exception. Each layer's output is read as what it is (``xcorr_core.layouts``): channels-first or
+channels-last maps, tokens with prefix tokens over a patch grid, or a Hugging Face output, and handed
+on as a `[B, C, h, w]` grid of cells plus a pooled vector whose kind is a choice (mean of cells, CLS
+token, the model's own output). Depends on torch, tqdm and the core's layouts/results/validation modules.
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .errors import ModelForwardError, InputError, LayerNotFoundError
+from .layouts import Layout, LayoutError, Pooling, detect_layout, first_tensor, from_grid, pool, prefix_of, replace_first, to_grid
 from .results import Tensor, TensorModel
 from .validation import check_tensor
 
@@ -25,14 +29,21 @@ class Features(TensorModel):
     """Activations of a batch.
 
     Attributes:
-        maps: layer name -> activation as produced, `[B, C, H, W]` for conv layers.
-        pooled: layer name -> global average over the spatial dims, `[B, C]`.
+        maps: layer name -> cells `[B, C, h, w]` whatever the layer's layout (channels-last maps
+            permuted, prefix tokens dropped and patch tokens laid on their grid); `[B, C]` for
+            layers that output vectors.
+        pooled: layer name -> `[B, C]`: the mean over cells, the CLS token or the model's output
+            (the extractor's ``pooling``).
         output: the model's output `[B, ...]` when the forward ran to the end.
+        layouts: layer name -> the `Layout` its output was read as.
+        prefix: layer name -> its prefix tokens `[B, P, C]` (CLS, registers) for token layouts.
     """
 
     maps: dict[str, Tensor]
     pooled: dict[str, Tensor]
     output: Tensor | None = None
+    layouts: dict[str, Layout] = {}
+    prefix: dict[str, Tensor] = {}
 
     def __len__(self) -> int:
         return next(iter(self.pooled.values())).shape[0] if self.pooled else 0
@@ -41,10 +52,6 @@ class Features(TensorModel):
 def layer_names(model: nn.Module) -> list[str]:
     """Every dotted module name of ``model`` that a `FeatureExtractor` accepts."""
     return [n for n, _ in model.named_modules() if n]
-
-
-def _pool(t: torch.Tensor) -> torch.Tensor:
-    return t.flatten(2).mean(-1) if t.ndim > 2 else t
 
 
 class _Stop(Exception):
@@ -60,15 +67,24 @@ class FeatureExtractor:
         stop_early: end the forward pass as soon as every layer is captured
             (faster; then `Features.output` is None).
         grad: keep the autograd graph (for gradient-based explainers).
+        layout: how to read the layers' outputs: ``"auto"`` (detected, see `xcorr_core.layouts`), a
+            `Layout` (or its dict) for every layer, or a dict layer name -> layout.
+        pooling: ``"auto"`` (mean over cells for maps; for tokens the model's own choice, else CLS),
+            ``"mean"``, ``"cls"``, or ``"output"`` (the model's own output, e.g. an embedding model's
+            vector; runs the forward to the end).
 
     Example:
         >>> fx = FeatureExtractor(torchvision.models.resnet50(), ["layer4"])
         >>> feats = fx(images)                  # images [B, 3, 224, 224]
         >>> feats.maps["layer4"].shape, feats.pooled["layer4"].shape
         (torch.Size([B, 2048, 7, 7]), torch.Size([B, 2048]))
+        >>> vit = timm.create_model("vit_small_patch16_224")   # tokens [B, 197, 384]
+        >>> FeatureExtractor(vit, ["blocks.11"])(images).maps["blocks.11"].shape
+        torch.Size([B, 384, 14, 14])
     """
 
-    def __init__(self, model: nn.Module, layers: Sequence[str], *, stop_early: bool = True, grad: bool = False) -> None:
+    def __init__(self, model: nn.Module, layers: Sequence[str], *, stop_early: bool = True, grad: bool = False,
+                 layout: str | Layout | dict[str, Any] = "auto", pooling: Pooling = "auto") -> None:
         if isinstance(layers, str):
             layers = [layers]
         if not layers:
@@ -87,6 +103,35 @@ class FeatureExtractor:
         self.stop_early = stop_early
         self.grad = grad
         self._modules = {n: modules[n] for n in self.layers}
+        if pooling not in ("auto", "mean", "cls", "output"):
+            raise InputError(f"pooling must be 'auto', 'mean', 'cls' or 'output', got {pooling!r}")
+        self.pooling: Pooling = pooling
+        self._given = self._layouts(layout)
+        self._detected: dict[tuple[str, tuple[int, ...], tuple[int, int]], Layout] = {}
+
+    def _layouts(self, layout: str | Layout | dict[str, Any]) -> dict[str, Layout]:
+        """The given layout of each layer (kind ``auto`` where nothing is given)."""
+        if isinstance(layout, str):
+            return {n: Layout(kind=layout) for n in self.layers}  # type: ignore[arg-type]
+        if isinstance(layout, Layout):
+            return {n: layout for n in self.layers}
+        if isinstance(layout, dict) and set(layout) <= set(self.layers) and all(isinstance(v, (dict, Layout, str)) for v in layout.values()) \
+                and layout and not set(layout) & set(Layout.model_fields):
+            out = {n: Layout() for n in self.layers}
+            for n, v in layout.items():
+                out[n] = v if isinstance(v, Layout) else Layout(kind=v) if isinstance(v, str) else Layout.model_validate(v)
+            return out
+        if isinstance(layout, dict):
+            one = Layout.model_validate(layout)
+            return {n: one for n in self.layers}
+        raise InputError(f"layout must be 'auto', a Layout, or a dict, got {type(layout).__name__}")
+
+    def layout_of(self, name: str, out: torch.Tensor, input_size: tuple[int, int], batch: int) -> Layout:
+        """The layout layer ``name``'s output ``out`` is read as (detected once per shape)."""
+        key = (name, tuple(out.shape[1:]) if out.ndim != 3 else tuple(out.shape), input_size)
+        if key not in self._detected:
+            self._detected[key] = detect_layout(self.model, out, input_size, batch, given=self._given[name], layer=name)
+        return self._detected[key]
 
     def _param_dtype(self) -> torch.dtype | None:
         p = next((p for p in self.model.parameters() if p.is_floating_point()), None)
@@ -108,21 +153,39 @@ class FeatureExtractor:
         dev = self._param_device()
         if dev is not None and dev != images.device:
             raise InputError(f"images are on {images.device} but the model is on {dev}")
-        captured: dict[str, torch.Tensor] = {}
-        stop = self.stop_early and not return_output
+        raw: dict[str, torch.Tensor] = {}
+        maps: dict[str, torch.Tensor] = {}
+        layouts: dict[str, Layout] = {}
+        want_output = return_output or self.pooling == "output"
+        stop = self.stop_early and not want_output
         wanted = len(self.layers)
+        seen: dict[str, tuple[int, ...]] = {"size": tuple(images.shape)}
+        rebuild = self.grad and torch.is_grad_enabled()
+
+        def see_input(_m: nn.Module, args: tuple) -> None:
+            # after the model's own pre-hooks (e.g. a resize to its input size): the size its layers see
+            x = args[0] if args else None
+            if isinstance(x, torch.Tensor) and x.ndim == 4:
+                seen["size"] = tuple(x.shape)
 
         def make_hook(name: str):
-            def hook(_m: nn.Module, _inp: Any, out: Any) -> None:
-                if not isinstance(out, torch.Tensor):
-                    raise InputError(f"layer {name!r} returns {type(out).__name__}, not a tensor")
-                captured[name] = out
-                if stop and len(captured) == wanted:
+            def hook(_m: nn.Module, _inp: Any, out: Any) -> Any:
+                t = first_tensor(out, name)
+                size = seen["size"]
+                layout = self.layout_of(name, t, (int(size[2]), int(size[3])), int(size[0]))
+                grid = to_grid(t, layout)
+                raw[name], maps[name], layouts[name] = t, grid, layout
+                if stop and len(maps) == wanted:
                     raise _Stop
+                if rebuild and layout.kind not in ("channels_first", "vector"):
+                    # the rest of the model runs on the grid (same values), so gradients w.r.t. maps[name] exist
+                    return replace_first(out, from_grid(grid, t, layout))
+                return None
 
             return hook
 
-        handles = [m.register_forward_hook(make_hook(n)) for n, m in self._modules.items()]
+        handles = [self.model.register_forward_pre_hook(see_input)]
+        handles += [m.register_forward_hook(make_hook(n)) for n, m in self._modules.items()]
         output = None
         try:
             with torch.set_grad_enabled(self.grad and torch.is_grad_enabled()):
@@ -135,18 +198,27 @@ class FeatureExtractor:
         finally:
             for h in handles:
                 h.remove()
-        missing = [n for n in self.layers if n not in captured]
+        missing = [n for n in self.layers if n not in maps]
         if missing:
             raise InputError(f"layers {missing} were not executed by the model's forward pass")
-        maps = {n: captured[n] for n in self.layers}
-        pooled = {n: _pool(t) for n, t in maps.items()}
+        maps = {n: maps[n] for n in self.layers}
+        out_t = _model_output(output) if want_output else None
+        if self.pooling == "output":
+            if out_t is None or out_t.ndim != 2:
+                raise LayoutError(f"pooling 'output' needs the model to output vectors [B, D]; {type(self.model).__name__} gave "
+                                  f"{type(output).__name__}{list(out_t.shape) if out_t is not None else ''}: use pooling 'cls' or 'mean'")
+            pooled = {n: out_t for n in self.layers}
+        else:
+            pooled = {n: pool(raw[n], layouts[n], self.pooling, model=self.model) for n in self.layers}
         for n, p in pooled.items():
             if not bool(torch.isfinite(p).all()):
                 raise InputError(f"features of layer {n!r} contain NaN/inf (from NaN/inf in the images or inside the model)")
         return Features(
             maps=maps,
             pooled=pooled,
-            output=output if return_output and isinstance(output, torch.Tensor) else None,
+            output=out_t if return_output else None,
+            layouts={n: layouts[n] for n in self.layers},
+            prefix={n: prefix_of(raw[n], layouts[n]) for n in self.layers if layouts[n].is_tokens},
         )
 
     def iter_batches(
@@ -202,6 +274,21 @@ class FeatureExtractor:
             maps={n: torch.cat(v) for n, v in maps.items()},
             pooled={n: torch.cat(v) for n, v in pooled.items()},
         )
+
+
+def _model_output(output: Any) -> torch.Tensor | None:
+    """The model's output as one tensor: a tensor; an embedding model's ``image_embeds`` /
+    ``pooler_output`` (Hugging Face); else the first tensor of a tuple or output object."""
+    if output is None or isinstance(output, torch.Tensor):
+        return output
+    for key in ("image_embeds", "pooler_output"):
+        v = output.get(key) if isinstance(output, dict) else None
+        if isinstance(v, torch.Tensor):
+            return v
+    try:
+        return first_tensor(output)
+    except InputError:
+        return None
 
 
 def _batches(data: Any, batch_size: int, num_workers: int) -> tuple[Iterable[Any], int | None]:

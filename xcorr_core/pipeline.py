@@ -80,11 +80,18 @@ def _labels_of(data: Any, given: torch.Tensor | None, what: str) -> torch.Tensor
     return out
 
 
-def load_model(name: str) -> nn.Module:
-    """A model by name: shipped (``"birds"``, ``"herd"``), named by a plugin's ``register_models``, or a
-    SmallResNet checkpoint file. Raises `ConfigError` listing the known names otherwise."""
-    from .models import SHIPPED, load_checkpoint, load_pretrained
+def load_model(name: str, weights: str | Path | None = None, **kwargs: Any) -> nn.Module:
+    """A model by name: shipped (``"birds"``, ``"herd"``), named by a plugin's ``register_models``, a
+    SmallResNet checkpoint file, or a user's model ``timm:NAME`` / ``torchvision:NAME`` / ``hf:PATH`` /
+    ``open_clip:NAME`` with local ``weights`` (see `xcorr_core.models.load_named_model`). Raises
+    `ConfigError` listing the known names otherwise."""
+    from .models import NAMED_PREFIXES, SHIPPED, load_checkpoint, load_named_model, load_pretrained
 
+    if name.partition(":")[0] in NAMED_PREFIXES and ":" in name:
+        return load_named_model(name, weights, **kwargs)
+    if weights is not None or kwargs:
+        raise ConfigError(f"features.weights / model_kwargs apply to timm: / torchvision: / hf: / open_clip: models, not {name!r}",
+                          field="features.weights")
     if name in SHIPPED:
         return load_pretrained(name)  # type: ignore[arg-type]
     named = registry.models()
@@ -93,7 +100,8 @@ def load_model(name: str) -> nn.Module:
     if Path(name).is_file():
         return load_checkpoint(name)
     known = ", ".join(list(SHIPPED) + sorted(named))
-    raise ConfigError(f"features.model: {name!r} is neither a shipped or plugin model ({known}) nor a checkpoint file", field="features.model")
+    raise ConfigError(f"features.model: {name!r} is neither a shipped or plugin model ({known}), a checkpoint file, nor "
+                      "timm:NAME / torchvision:NAME / hf:PATH / open_clip:NAME", field="features.model")
 
 
 def _owner(kind: str, name: str, comp: Any) -> str:
@@ -140,11 +148,12 @@ class Pipeline:
         elif isinstance(spec, dict):
             spec = PipelineSpec.parse(spec)
         self.spec = spec
-        self.model = model if model is not None else load_model(spec.features.model)
+        f = spec.features
+        self.model = model if model is not None else load_model(f.model, f.weights, **f.model_kwargs)
         self._built = self._build()
-        layers = [spec.features.pooled_layer] + ([spec.features.spatial_layer] if spec.features.spatial_layer else [])
+        layers = [f.pooled_layer] + ([f.spatial_layer] if f.spatial_layer else [])
         try:
-            self.extractor = FeatureExtractor(self.model, layers)
+            self.extractor = FeatureExtractor(self.model, layers, layout=f.layout, pooling=f.pooling)
         except LayerNotFoundError as exc:
             bad = "features.pooled_layer" if spec.features.pooled_layer not in dict(self.model.named_modules()) else "features.spatial_layer"
             raise ConfigError(f"{bad}: {exc}", field=bad) from exc
@@ -196,10 +205,11 @@ class Pipeline:
         return ["knn"] + [n for n, _ in self._built.rerankers]
 
     def _check_images(self, images: torch.Tensor) -> torch.Tensor:
-        """Every batch: RGB `[B, 3, H, W]` floats; in [0, 1] for the shipped SmallResNets."""
+        """Every batch: RGB `[B, 3, H, W]` floats; in [0, 1] for the shipped SmallResNets and named models
+        (whose normalisation is baked in)."""
         from .models import SmallResNet
 
-        return check_images(images, unit_range=isinstance(self.model, SmallResNet))
+        return check_images(images, unit_range=isinstance(self.model, SmallResNet) or hasattr(self.model, "xcorr_preprocess"))
 
     def _device(self) -> torch.device:
         p = next(self.model.parameters(), None)

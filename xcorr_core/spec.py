@@ -13,6 +13,7 @@ from pydantic import ConfigDict, Field, StrictBool, StrictInt, ValidationError
 
 from .components import StrictConfig
 from .errors import ConfigError
+from .layouts import Layout
 
 __all__ = ["PipelineSpec", "ComponentSpec", "FeatureSpec", "IndexSpec", "DecisionSpec", "ExplainSelection", "METRIC_INPUTS"]
 
@@ -41,9 +42,19 @@ class FeatureSpec(StrictConfig):
     """Which model and layers produce the features."""
 
     model: str = Field("birds", description="a shipped model name ('birds', 'herd'), a model a plugin names (register_models), "
-                                            "or a checkpoint path; ignored when a model is passed to Pipeline()")
-    pooled_layer: str = Field("layer4", description="layer whose global-average-pooled vector is searched")
+                                            "a checkpoint path, or timm:NAME / torchvision:NAME / hf:PATH / open_clip:NAME; "
+                                            "ignored when a model is passed to Pipeline()")
+    weights: str | None = Field(None, description="a local weights file for a timm: / torchvision: / hf: / open_clip: model")
+    model_kwargs: dict[str, Any] = Field(default_factory=dict, description="constructor arguments of a named model "
+                                                                            "(e.g. {num_classes: 0, img_size: 112} for timm)")
+    pooled_layer: str = Field("layer4", description="layer whose pooled vector is searched")
     spatial_layer: str | None = Field("layer4", description="layer whose spatial maps re-rankers compare (None: no re-ranking)")
+    layout: Layout = Field(default_factory=Layout, description="how the layers' outputs are read (kind auto: detected from the "
+                                                               "model; or channels_first / channels_last / tokens with "
+                                                               "prefix_tokens and grid)")
+    pooling: Literal["auto", "mean", "cls", "output"] = Field(
+        "auto", description="the searched vector: mean over cells, the CLS token, or the model's own output (embedding "
+                            "models); auto: mean for maps, the model's own choice or CLS for tokens")
     batch_size: StrictInt = Field(64, ge=1)
 
 

@@ -1,4 +1,5 @@
-"""Small models shipped with the core and helpers to load torchvision backbones."""
+"""Small models shipped with the core, torchvision backbones, and users' models by name (timm, torchvision, Hugging Face, open_clip)."""
+from .named import NAMED_PREFIXES, Preprocess, add_preprocess, load_named_model, read_weights
 from .small_resnet import BasicBlock, SmallResNet
 from .zoo import (
     SHIPPED,
@@ -12,4 +13,5 @@ from .zoo import (
 )
 
 __all__ = ["SmallResNet", "BasicBlock", "load_pretrained", "load_checkpoint", "save_checkpoint", "torchvision_backbone",
-           "imagenet_normalize", "model_card", "SHIPPED", "read_state_dict"]
+           "imagenet_normalize", "model_card", "SHIPPED", "read_state_dict",
+           "load_named_model", "add_preprocess", "Preprocess", "read_weights", "NAMED_PREFIXES"]
