@@ -34,7 +34,11 @@ class EMDCorrReRanker(xc.ReRanker):
                                                           "on mean |r - r_prev|, as their code; marginal: 1e-6 on the row-marginal error)")
         stop: Literal["authors", "marginal"] = Field("authors", description="'authors': mean |r - r_prev| over a query's candidates; "
                                                                              "'marginal': every problem's row-marginal error")
-        clamp_negative_weights: bool = Field(False, description="clamp negative patch weights to 0 (DeepFace-EMD); the authors' code does not")
+        clamp_negative_weights: bool | Literal["auto"] = Field(
+            "auto", description="clamp negative patch weights to 0 (DeepFace-EMD). 'auto': clamp, which changes nothing on "
+                                "non-negative (post-ReLU) features, where no weight is negative, so it equals the authors' "
+                                "unclamped code there, and keeps signed features (GELU / LayerNorm: ViTs, EfficientNets) "
+                                "valid; false: the authors' code as written (an error on signed features)")
         weight_eps: float = Field(1e-5, ge=0, description="the + 1e-5 in the weight normalisation")
         chunk: int = Field(256, ge=1, description="candidates per chunk in the similarity stage (bounds memory)")
         solver: Literal["auto", "scaling", "log"] = Field("auto", description="Sinkhorn solver: 'scaling' (fast, as the authors), "
@@ -43,7 +47,7 @@ class EMDCorrReRanker(xc.ReRanker):
     def _scores(self, query: torch.Tensor, candidates: torch.Tensor) -> Any:
         c = self.config
         return emd_corr_scores(query, candidates, eps=c.eps, pairs=c.pairs, max_iter=c.max_iter, tol=c.tol, stop=c.stop,
-                               clamp_negative=c.clamp_negative_weights, weight_eps=c.weight_eps, chunk=c.chunk, solver=c.solver)
+                               clamp_negative=bool(c.clamp_negative_weights), weight_eps=c.weight_eps, chunk=c.chunk, solver=c.solver)
 
     def rerank(self, query: torch.Tensor, candidates: torch.Tensor) -> Any:
         """``query`` `[C, H, W]`, ``candidates`` `[N, C, H, W]` -> `Ranking`.
@@ -64,7 +68,7 @@ class EMDCorrReRanker(xc.ReRanker):
         unit `[Q, N, HW, C]` (a store in the ``cells`` layout; see `emd_corr_scores_cells`)."""
         c = self.config
         return self._rankings(emd_corr_scores_cells(queries, cells, eps=c.eps, pairs=c.pairs, max_iter=c.max_iter, tol=c.tol,
-                                                    stop=c.stop, clamp_negative=c.clamp_negative_weights, weight_eps=c.weight_eps,
+                                                    stop=c.stop, clamp_negative=bool(c.clamp_negative_weights), weight_eps=c.weight_eps,
                                                     solver=c.solver))
 
     @staticmethod

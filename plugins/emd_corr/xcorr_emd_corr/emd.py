@@ -35,6 +35,17 @@ def _denominator(query: torch.Tensor, mean_g: torch.Tensor) -> torch.Tensor:
     return (mq.norm(dim=-1)[:, None] * mean_g.norm(dim=-1) * query.shape[-1]).clamp_min(1e-12)[..., None]
 
 
+NEGATIVE_HINT = ("negative patch weights: the features take negative values (GELU / LayerNorm / SiLU outputs, e.g. a ViT's or "
+                 "an EfficientNet's), which the authors' unclamped weights cannot transport; set clamp_negative_weights: true "
+                 "(or 'auto', the default) to clamp them to 0 as DeepFace-EMD does")
+
+
+def _check_masses(a: torch.Tensor, b: torch.Tensor) -> None:
+    """Unclamped masses that went negative: an error that names the option (Sinkhorn would only say 'non-negative')."""
+    if bool((a < 0).any()) or bool((b < 0).any()):
+        raise InputError(NEGATIVE_HINT)
+
+
 def _normalise_masses(w: torch.Tensor, clamp_negative: bool, weight_eps: float) -> torch.Tensor:
     if clamp_negative:
         w = w.clamp_min(0)
@@ -172,6 +183,8 @@ def emd_corr_scores(query: torch.Tensor, cands: torch.Tensor, *, eps: float = 0.
         raise InputError(f"pairs must be >= 1, got {pairs}")
     raw, ng, mean_g = _pass_over_candidates(q, g, chunk)
     a, b = _weights_from_raw(q, raw, mean_g, clamp_negative, weight_eps)
+    if not clamp_negative:
+        _check_masses(a, b)
     sim = _similarity_from_raw(q, raw, ng)
     return _flows_and_scores(a, b, sim, eps=eps, L=L, max_iter=max_iter, tol=tol, stop=stop, solver=solver)
 
@@ -222,4 +235,6 @@ def emd_corr_scores_cells(query: torch.Tensor, cells: CellMaps, *, eps: float = 
     a = (mean_g @ q) / denom  # q_m . mean(g): [G, P, HWq]
     b = prod[..., hwq] * norms / denom  # g_s . mean(q) = |g_s| (u_s . mean(q)): [G, P, HWc]
     a, b = _normalise_masses(a, clamp_negative, weight_eps), _normalise_masses(b, clamp_negative, weight_eps)
+    if not clamp_negative:
+        _check_masses(a, b)
     return _flows_and_scores(a, b, sim, eps=eps, L=L, max_iter=max_iter, tol=tol, stop=stop, solver=solver)
