@@ -35,7 +35,7 @@ class _UsesCHM:
     def chm(self) -> CHMNet:
         if self._chm is None:
             w = self.config.weights
-            self._chm = load_pretrained(Path(w) if w else None)
+            self._chm = load_pretrained(w if w in ("birds", "birds_vit") else Path(w) if w else None)
         return self._chm
 
     @chm.setter
@@ -46,7 +46,8 @@ class _UsesCHM:
 
 
 class _CHMConfig(xc.StrictConfig):
-    weights: str | None = Field(None, description="CHM head file for the shipped backbone (None: the shipped SynthBirds CHM)")
+    weights: str | None = Field(None, description="a CHM head file, which names its backbone and layer, or the name of a shipped "
+                                                          "backbone whose head ships too ('birds', 'birds_vit'); None: 'birds'")
     pairs: int = Field(5, ge=1, description="L: scored pairs per candidate (paper: 5)")
     grid: Literal["centres", "authors"] = Field("centres", description="query grid points: cell centres, or the authors' "
                                                                       "linspace(18, 222, 7) of a 240 px image")
@@ -127,7 +128,8 @@ class CHMMatcher(_UsesCHM, xc.Matcher):
     summary = "Convolutional Hough Matching: each cell of a to the cell of b its centre transfers to"
 
     class Config(xc.StrictConfig):
-        weights: str | None = Field(None, description="CHM head file for the shipped backbone (None: the shipped SynthBirds CHM)")
+        weights: str | None = Field(None, description="a CHM head file, which names its backbone and layer, or the name of a shipped "
+                                                          "backbone whose head ships too ('birds', 'birds_vit'); None: 'birds'")
         min_score: float = Field(0.0, ge=0, description="drop matches whose score is below this")
 
     def match(self, a: torch.Tensor, b: torch.Tensor) -> xc.Matches:

@@ -23,7 +23,8 @@ from xcorr_core.models import read_state_dict
 
 from .chmnet import CHMNet
 
-__all__ = ["load_pretrained", "save_head", "load_head", "model_card", "shipped_path", "SHIPPED_LAYER", "SHIPPED_FEAT_DIM"]
+__all__ = ["load_pretrained", "save_head", "load_head", "model_card", "shipped_path", "vit_head_path", "SHIPPED_LAYER",
+           "SHIPPED_FEAT_DIM"]
 
 SHIPPED_LAYER = "layer4"
 SHIPPED_FEAT_DIM = 256
@@ -40,11 +41,12 @@ def model_card() -> dict[str, Any]:
     return json.loads(p.read_text()) if p.is_file() else {}
 
 
-def save_head(model: CHMNet, path: str | Path, *, meta: dict[str, Any] | None = None) -> Path:
-    """Write the CHM head of ``model`` (float16) atomically."""
+def save_head(model: CHMNet, path: str | Path, *, meta: dict[str, Any] | None = None, backbone: str = "birds") -> Path:
+    """Write the CHM head of ``model`` (float16) atomically. ``backbone``: the model name `load_pretrained`
+    rebuilds the backbone from (a shipped name such as ``"birds"`` / ``"birds_vit"``, or ``timm:NAME`` ...)."""
     state = {k: v.detach().half() for k, v in model.learner.state_dict().items()}
     payload = {"format": _FORMAT, "feat_dim": model.feat_dim, "ktype": model.ktype, "layer": model.layer or "",
-               "state_dict": state, "meta": json.dumps(meta or {})}
+               "backbone": backbone, "state_dict": state, "meta": json.dumps(meta or {})}
     return atomic_write(path, lambda f: torch.save(payload, f))
 
 
@@ -64,10 +66,26 @@ def load_head(model: CHMNet, path: str | Path) -> CHMNet:
     return model
 
 
+def vit_head_path() -> Path:
+    """The head shipped for the core's small SynthBirds ViT (``birds_vit``, its last block)."""
+    return shipped_path().with_name("chm_birds_vit.pt")
+
+
 def load_pretrained(path: str | Path | None = None) -> CHMNet:
-    """The shipped SynthBirds CHMNet in eval mode (``path``: another head file for the same backbone)."""
-    path = Path(path) if path is not None else shipped_path()
+    """A CHMNet in eval mode: the shipped SynthBirds one, the head shipped for a shipped backbone by its
+    name (``"birds"``, ``"birds_vit"``), or the head file ``path`` with the backbone and layer it was
+    trained for (heads written before files named their backbone: the shipped SmallResNet)."""
+    from xcorr_core.models import SHIPPED
+    from xcorr_core.pipeline import load_model
+
+    named = {"birds": shipped_path(), "birds_vit": vit_head_path()}  # the heads shipped for the core's shipped backbones
+    path = named[str(path)] if str(path) in named else Path(path) if path is not None else shipped_path()
     if not path.is_file():
         raise IndexFileError(f"CHM weights {path} are missing; run plugins/chm_corr/scripts/train_chm.py to make them")
-    model = CHMNet(load_core_model("birds"), SHIPPED_LAYER, SHIPPED_FEAT_DIM, ktype="psi")
+    payload = read_state_dict(path, wrappers=())
+    if payload.get("format") != _FORMAT:
+        raise IndexFileError(f"{path} is not an xcorr CHM head file")
+    name = str(payload.get("backbone", "birds"))
+    backbone = load_core_model(name) if name in SHIPPED else load_model(name)
+    model = CHMNet(backbone, str(payload.get("layer") or SHIPPED_LAYER), int(payload["feat_dim"]), ktype=payload["ktype"])
     return load_head(model, path).eval()

@@ -35,9 +35,10 @@ def _check(query: torch.Tensor, cands: torch.Tensor, chm: CHMNet) -> tuple[torch
         raise InputError(f"candidates {list(cands.shape)} do not fit queries {list(query.shape)}: "
                          "need query [C, H, W] with candidates [N, C, H, W] (or [Q, ...] with [Q, N, ...])")
     if c != chm.feat_dim:
-        raise InputError(f"the CHM head matches {chm.feat_dim}-channel maps but the maps have {c} channels; "
-                         "use the CHM's backbone layer as the pipeline's spatial layer, or compute transfers on images "
-                         "with CHMNet.transfer and score them with xcorr_chm_corr.scoring")
+        raise InputError(f"the CHM head matches {chm.feat_dim}-channel maps but the maps have {c} channels: a CHM head is "
+                         f"trained for one backbone's layer, so this backbone ({c} channels) needs a head of its own "
+                         "(xcorr_chm_corr.training.train_head on keypoint pairs of its maps), or use the CHM's backbone layer "
+                         "as the pipeline's spatial layer, or compute transfers on images with CHMNet.transfer")
     if h != w:
         raise InputError(f"CHM needs square maps, got {h} x {w}")
     return query, cands
