@@ -15,7 +15,8 @@ Depends on torch, the core and (lazily) captum.
 """
 from __future__ import annotations
 
-from typing import Literal
+import contextlib
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -61,6 +62,12 @@ def _check_targets(targets: torch.Tensor | int | None, logits: torch.Tensor) -> 
     return t
 
 
+def _math_attention() -> Any:
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.MATH])
+
+
 def layer_maps(model: nn.Module, images: torch.Tensor, layer: str, targets: torch.Tensor | int | None = None, *,
                kind: MapKind = "gradcam", create_graph: bool = False, relu: bool = True) -> LayerMaps:
     """Grad-CAM (``kind="gradcam"``) or gradient x activation (``"gradxact"``) maps at ``layer``.
@@ -78,7 +85,9 @@ def layer_maps(model: nn.Module, images: torch.Tensor, layer: str, targets: torc
         raise InputError(f"kind must be 'gradcam' or 'gradxact', got {kind!r}")
     if not any(p.requires_grad for p in model.parameters()):
         images = images.detach().requires_grad_(True)  # a frozen model: the graph must still reach the layer
-    with torch.enable_grad():
+    # the loss differentiates the maps again: fused attention kernels have no double backward on the CPU,
+    # so transformers run the math kernel then (CNNs have no attention; nothing changes for them)
+    with torch.enable_grad(), (_math_attention() if create_graph else contextlib.nullcontext()):
         feats = FeatureExtractor(model, [layer], stop_early=False, grad=True)(images, return_output=True)
         acts, logits = feats.maps[layer], feats.output
         if logits is None or logits.ndim != 2:
@@ -90,6 +99,11 @@ def layer_maps(model: nn.Module, images: torch.Tensor, layer: str, targets: torc
         t = _check_targets(targets, logits)
         y = logits.gather(1, t[:, None]).sum()
         (grads,) = torch.autograd.grad(y, acts, create_graph=create_graph)
+        if feats.layouts[layer].is_tokens and not bool(grads.detach().any()):
+            raise InputError(f"the logits do not depend on the patch tokens of layer {layer!r} (all gradients are zero): with "
+                             "CLS-token pooling the last block's patch tokens are not used, so explain an earlier block (e.g. the "
+                             "second-to-last) or a model that pools the mean patch token; or the head is all zero (torchvision "
+                             "initialises a ViT's head to zero: train it first)")
     if kind == "gradcam":
         m = (grads.mean(dim=(2, 3), keepdim=True) * acts).sum(1)
     else:
