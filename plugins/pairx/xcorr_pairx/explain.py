@@ -23,6 +23,7 @@ import xcorr_core as xc
 from xcorr_core.matching import mutual_nearest_neighbours
 from xcorr_core.validation import check_tensor
 
+from .conservative import ConservativePropagation, constant_norm_seed
 from .lrp import captured_forward, cosine_seed, default_composite, supports_cached
 
 __all__ = ["PairXExplanation", "explain_pair", "explain_pairs", "explain_pair_sequential", "PairXExplainer"]
@@ -81,15 +82,24 @@ def _check_images(a: torch.Tensor, b: torch.Tensor) -> None:
         raise xc.InputError(f"images must have the same shape, got {list(a.shape)} and {list(b.shape)}")
 
 
-def _masks(acts: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
-    """Grad outputs `[n, 2, C, h, w]`: zero but the matched cell of each image, which holds its activation."""
+def _masks(acts: torch.Tensor, pairs: torch.Tensor, ones: bool = False) -> torch.Tensor:
+    """Grad outputs `[n, 2, C, h, w]`: zero but the matched cell of each image, which holds its
+    activation (LRP: the cell's relevance) or ones (gradient x input: relevance / activation)."""
     n = pairs.shape[0]
     _, C, h, w = acts.shape
     G = acts.new_zeros(n, 2, C, h * w)
     k = torch.arange(n, device=acts.device)
-    G[k, 0, :, pairs[:, 0]] = acts[0].flatten(1).T[pairs[:, 0]]
-    G[k, 1, :, pairs[:, 1]] = acts[1].flatten(1).T[pairs[:, 1]]
+    src = torch.ones_like(acts) if ones else acts
+    G[k, 0, :, pairs[:, 0]] = src[0].flatten(1).T[pairs[:, 0]]
+    G[k, 1, :, pairs[:, 1]] = src[1].flatten(1).T[pairs[:, 1]]
     return G.view(n, 2, C, h, w)
+
+
+def _rules(composite: Any) -> tuple[Any, bool]:
+    """(seed function, gradient x input?) of a composite: LRP seeds relevance with d cos / d embedding;
+    conservative propagation seeds with the constant-norm gradient and multiplies by the activations."""
+    gi = isinstance(composite, ConservativePropagation)
+    return (constant_norm_seed if gi else cosine_seed), gi
 
 
 def _select(acts: torch.Tensor, rel: torch.Tensor, n: int, metric: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -104,9 +114,29 @@ def _select(acts: torch.Tensor, rel: torch.Tensor, n: int, metric: str) -> tuple
 def _composite_and_engine(model: nn.Module, composite: Any | None, engine: str) -> tuple[Any, str]:
     """The composite (default: `default_composite`) and the engine (``"auto"``: cached when its rules allow)."""
     composite = composite if composite is not None else default_composite(model)
+    if isinstance(composite, ConservativePropagation):
+        return composite, composite.engine
     if engine == "auto":
         engine = "cached" if supports_cached(model, composite) else "zennit"
     return composite, engine
+
+
+def _embedding(out: Any) -> torch.Tensor:
+    """The embedding `[B, D]` a model returns: a tensor, or a Hugging Face output's ``image_embeds`` /
+    ``pooler_output`` (else its first tensor)."""
+    if isinstance(out, torch.Tensor):
+        emb = out
+    else:
+        emb = next((out[k] for k in ("image_embeds", "pooler_output") if isinstance(out, dict) and isinstance(out.get(k), torch.Tensor)),
+                   None)
+        if emb is None:
+            from xcorr_core.layouts import first_tensor
+
+            emb = first_tensor(out)
+    if emb.ndim != 2:
+        raise xc.InputError(f"PAIR-X explains a model that maps images to embeddings [B, D]; this one returns {list(emb.shape)}: "
+                            "wrap it so it returns the pooled embedding (e.g. a CLS token, or num_classes=0 for timm)")
+    return emb
 
 
 def _finish(model_out: dict, image_size: tuple[int, int], layer: str, grid: tuple[int, int]) -> PairXExplanation:
@@ -127,27 +157,32 @@ def explain_pair(model: nn.Module, image_a: torch.Tensor, image_b: torch.Tensor,
     ``"zennit"`` (zennit's hooks) or ``"auto"`` (cached when the composite's rules allow it)."""
     _check_images(image_a, image_b)
     composite, engine = _composite_and_engine(model, composite, engine)
+    seed, gi = _rules(composite)
     t = {}
     t0 = time.perf_counter()
     with captured_forward(model, layer, composite, engine) as (m, store):
         x = torch.stack([image_a, image_b]).detach().requires_grad_(True)
         with torch.enable_grad():
-            emb = m(x)
+            emb = _embedding(m(x))
             acts = store["a"]
             t["forward"] = time.perf_counter() - t0
             t0 = time.perf_counter()
-            cos, sa, sb = cosine_seed(emb[0].detach(), emb[1].detach())
+            cos, sa, sb = seed(emb[0].detach(), emb[1].detach())
             rel = torch.autograd.grad(emb, acts, grad_outputs=torch.stack([sa, sb]), retain_graph=True)[0]
+            if gi:
+                rel = rel * acts.detach()
             cell_rel = rel.sum(1).abs()  # [2, h, w]
             t["layer_relevance"] = time.perf_counter() - t0
             t0 = time.perf_counter()
             all_pairs, pairs, scores = _select(acts, cell_rel, n, metric)
             t["matching"] = time.perf_counter() - t0
             t0 = time.perf_counter()
-            G = _masks(acts.detach(), pairs)
+            G = _masks(acts.detach(), pairs, ones=gi)
             maps = []
             for s in range(0, pairs.shape[0] if pixel_maps else 0, max(1, chunk)):
                 g = torch.autograd.grad(acts, x, grad_outputs=G[s:s + chunk], is_grads_batched=True, retain_graph=True)[0]
+                if gi:
+                    g = g * x.detach()
                 maps.append(g.sum(2).abs())  # [c, 2, H, W]
             pm = torch.cat(maps) if maps else image_a.new_zeros(0, 2, *image_a.shape[1:])
             t["pixel_maps"] = time.perf_counter() - t0
@@ -178,6 +213,7 @@ def explain_pairs(model: nn.Module, images_a: torch.Tensor, images_b: torch.Tens
     if batch < 1:
         raise xc.InputError(f"batch must be >= 1, got {batch}")
     composite, engine = _composite_and_engine(model, composite, engine)
+    seed, gi = _rules(composite)
     out: list[PairXExplanation] = []
     with captured_forward(model, layer, composite, engine) as (m, store):
         for s in range(0, images_a.shape[0], batch):
@@ -187,15 +223,17 @@ def explain_pairs(model: nn.Module, images_a: torch.Tensor, images_b: torch.Tens
             p = a.shape[0]
             x = torch.stack([a, b], 1).flatten(0, 1).detach().requires_grad_(True)  # [a0, b0, a1, b1, ...]
             with torch.enable_grad():
-                emb = m(x)
+                emb = _embedding(m(x))
                 acts = store["a"]
                 t["forward"] = (time.perf_counter() - t0) / p
                 t0 = time.perf_counter()
                 seeds, sims = torch.zeros_like(emb), []
                 for k in range(p):
-                    cos, seeds[2 * k], seeds[2 * k + 1] = cosine_seed(emb[2 * k].detach(), emb[2 * k + 1].detach())
+                    cos, seeds[2 * k], seeds[2 * k + 1] = seed(emb[2 * k].detach(), emb[2 * k + 1].detach())
                     sims.append(float(cos))
                 rel = torch.autograd.grad(emb, acts, grad_outputs=seeds)[0]
+                if gi:
+                    rel = rel * acts.detach()
             cell_rel = rel.sum(1).abs().detach()  # [2p, h, w]
             t["layer_relevance"] = (time.perf_counter() - t0) / p
             h, w = acts.shape[-2:]
@@ -220,31 +258,33 @@ def explain_pair_sequential(model: nn.Module, image_a: torch.Tensor, image_b: to
     followed by a loop of n retained backward passes from layer l to the input, with zennit's hooks."""
     _check_images(image_a, image_b)
     composite = composite if composite is not None else default_composite(model)
+    seed, gi = _rules(composite)
     t = {}
     t0 = time.perf_counter()
     acts = []
     with captured_forward(model, layer, None) as (m, store), torch.no_grad():
         embs = []
         for img in (image_a, image_b):
-            embs.append(m(img[None])[0])
+            embs.append(_embedding(m(img[None]))[0])
             acts.append(store["a"][0])
     acts_t = torch.stack(acts)
-    cos, sa, sb = cosine_seed(embs[0], embs[1])
+    cos, sa, sb = seed(embs[0], embs[1])
     t["forward"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     rels = []
-    for img, seed in ((image_a, sa), (image_b, sb)):
+    for img, seed_v in ((image_a, sa), (image_b, sb)):
         with captured_forward(model, layer, composite, "zennit") as (m, store), torch.enable_grad():
             x = img[None].detach().requires_grad_(True)
-            emb = m(x)
-            rels.append(torch.autograd.grad(emb, store["a"], grad_outputs=seed[None])[0][0])
+            emb = _embedding(m(x))
+            r = torch.autograd.grad(emb, store["a"], grad_outputs=seed_v[None])[0][0]
+            rels.append(r * store["a"][0].detach() if gi else r)
     cell_rel = torch.stack([r.sum(0).abs() for r in rels])
     t["layer_relevance"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     all_pairs, pairs, scores = _select(acts_t, cell_rel, n, metric)
     t["matching"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    G = _masks(acts_t, pairs)
+    G = _masks(acts_t, pairs, ones=gi)
     maps = torch.zeros(pairs.shape[0], 2, *image_a.shape[1:])
     for side, img in enumerate((image_a, image_b)):
         with captured_forward(model, layer, composite, "zennit") as (m, store), torch.enable_grad():
@@ -253,7 +293,7 @@ def explain_pair_sequential(model: nn.Module, image_a: torch.Tensor, image_b: to
             a = store["a"]
             for k in range(pairs.shape[0]):
                 g = torch.autograd.grad(a, x, grad_outputs=G[k, side][None], retain_graph=True)[0][0]
-                maps[k, side] = g.sum(0).abs()
+                maps[k, side] = (g * x[0].detach() if gi else g).sum(0).abs()
     t["pixel_maps"] = time.perf_counter() - t0
     h, w = acts_t.shape[-2:]
     return _finish({"similarity": float(cos), "all_matches": all_pairs, "matches": pairs, "match_scores": scores,

@@ -35,16 +35,21 @@ def default_composite(model: nn.Module, canonizers: list[Any] | None = None) -> 
     """zennit's EpsilonPlus (ZPlus on convolutions, Epsilon on linear layers) with the canonizer the
     model needs: ``ResNetCanonizer`` for models built of torchvision ResNet blocks (also xcorr's
     SmallResNet), ``VGGCanonizer`` for torchvision VGG, `EfficientNetCanonizer` (the PAIR-X authors')
-    for torchvision and timm EfficientNets, else a generic ``SequentialMergeBatchNorm`` — with a
+    for torchvision and timm EfficientNets, `ConservativePropagation` (Ali et al. 2022) for models with
+    attention or LayerNorm (ViT, DeiT, DINOv2, CLIP, Swin, ConvNeXt), else a generic ``SequentialMergeBatchNorm`` — with a
     warning, since LRP through residual additions or gates it does not know is not the authors'.
     Pass ``canonizers`` for other architectures (no warning then)."""
     import torchvision
     from zennit.canonizers import SequentialMergeBatchNorm
+
+    from .conservative import ConservativePropagation, has_transformer_blocks
     from zennit.composites import EpsilonPlus
     from zennit.torchvision import ResNetCanonizer, VGGCanonizer
 
     from .canonizers import EfficientNetCanonizer, is_efficientnet
 
+    if canonizers is None and has_transformer_blocks(model):
+        return ConservativePropagation()
     if canonizers is None:
         blocks = (torchvision.models.resnet.BasicBlock, torchvision.models.resnet.Bottleneck)
         if any(isinstance(m, blocks) for m in model.modules()):
@@ -252,22 +257,44 @@ def cached_lrp(model: nn.Module, composite: Any) -> Iterator[nn.Module]:
         handles.remove()
 
 
+class _GridStore(dict):
+    """``store["a"]``: the captured layer's last output as a grid `[B, C, h, w]` (any layout; see
+    `xcorr_core.layouts.GridCapture`)."""
+
+    def __init__(self, capture: Any) -> None:
+        super().__init__()
+        self.capture = capture
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        if key != "a" or self.capture.grid is None:
+            raise KeyError(key)
+        return self.capture.grid
+
+
 @contextlib.contextmanager
 def captured_forward(model: nn.Module, layer: str, composite: Any | None,
                      engine: str = "cached") -> Iterator[tuple[nn.Module, dict[str, torch.Tensor]]]:
-    """Inside: the model with ``composite`` applied by ``engine`` (``"cached"`` or ``"zennit"``; or
-    plain when ``composite`` is None), and a dict that receives the output of ``layer`` under key
-    ``"a"`` at each forward. Every hook is removed on exit, also when an exception is raised; the
+    """Inside: the model with ``composite`` applied by ``engine`` (``"cached"`` or ``"zennit"``; a
+    `ConservativePropagation` by its own context; plain when ``composite`` is None), and a mapping
+    whose key ``"a"`` is the output of ``layer`` at the last forward, as a grid `[B, C, h, w]` whatever
+    the layer's layout (tokens, channels-last). Every hook is removed on exit, also when an exception is raised; the
     model's train/eval mode is never changed."""
     modules = dict(model.named_modules())
     if layer not in modules or not layer:
         raise xc.LayerNotFoundError(f"model {type(model).__name__} has no layer {layer!r}; valid: {', '.join(xc.layer_names(model))}")
     if model.training:
         raise xc.InputError("put the model in eval mode (model.eval()) before explaining: LRP merges BatchNorm statistics")
-    store: dict[str, torch.Tensor] = {}
-    handle = modules[layer].register_forward_hook(lambda _m, _i, out: store.__setitem__("a", out))
+    from xcorr_core.layouts import GridCapture
+
+    from .conservative import ConservativePropagation
+
+    store: _GridStore = _GridStore(GridCapture(model, layer))
+    store.capture.__enter__()
     try:
-        if composite is None:
+        if isinstance(composite, ConservativePropagation):
+            with composite.context(model) as modified:
+                yield modified, store
+        elif composite is None:
             yield model, store
         elif engine == "cached":
             with cached_lrp(model, composite) as modified:
@@ -278,4 +305,4 @@ def captured_forward(model: nn.Module, layer: str, composite: Any | None,
         else:
             raise xc.InputError(f"engine must be 'cached' or 'zennit', got {engine!r}")
     finally:
-        handle.remove()
+        store.capture.__exit__()
