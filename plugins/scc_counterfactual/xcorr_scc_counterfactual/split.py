@@ -3,8 +3,10 @@
 f always runs the user's own forward up to the named layer (through `xcorr_core.FeatureExtractor`,
 so forward pre-hooks such as a baked-in normalisation still apply, and the model is never changed);
 g is assembled from the model's own modules for torchvision ResNets (cut after any stage or block,
-e.g. the authors' ``layer4.0``), torchvision VGG (``features`` or ``features.N``) and the shipped
-SmallResNet. Any other model: pass ``g`` yourself (any module mapping `[B, d, h, w]` to logits).
+e.g. the authors' ``layer4.0``), torchvision VGG-like models (``features`` or ``features.N``: VGG,
+ConvNeXt, EfficientNet), the shipped SmallResNet, and (``tails.py``) timm ViTs, Swins, EfficientNets
+and ConvNeXts and torchvision ViTs. Any other model: pass ``g`` yourself (any module mapping
+`[B, d, h, w]` to logits).
 
 When g is global average pooling followed by one linear layer, `ModelSplit.linear_head` holds its
 weight and bias so the search can use the exact closed form of a cell replacement.
@@ -18,6 +20,8 @@ from torch import nn
 
 from xcorr_core import FeatureExtractor
 from xcorr_core.errors import InputError, LayerNotFoundError
+
+from .tails import TokenTail, tail_for
 
 if TYPE_CHECKING:
     from .local import LocalTail
@@ -128,6 +132,8 @@ class ModelSplit:
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """f(images) `[B, d, h, w]`."""
         out = self.f(images)
+        if isinstance(self.g, TokenTail) and isinstance(self.f, _LayerFeatures):
+            self.g.remember(self.f.last_prefix)  # g puts these prefix tokens (the query's) before edited cells
         if not isinstance(out, torch.Tensor) or out.ndim != 4:
             raise InputError(f"f must return spatial features [B, d, h, w], got {getattr(out, 'shape', type(out))}")
         return out
@@ -168,9 +174,12 @@ class _LayerFeatures:
     def __init__(self, model: nn.Module, layer: str) -> None:
         self.fx = FeatureExtractor(model, [layer])
         self.model, self.layer = model, layer
+        self.last_prefix = torch.zeros(0)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        return self.fx(images).maps[self.layer]
+        feats = self.fx(images)
+        self.last_prefix = feats.prefix.get(self.layer, self.last_prefix)
+        return feats.maps[self.layer]
 
 
 def _resnet_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -255,8 +264,11 @@ def split_model(model: nn.Module, layer: str, g: nn.Module | None = None) -> Mod
         elif fam == "vgg":
             g = _vgg_g(model, layer)
         else:
-            raise InputError(
-                f"do not know how to build g for {type(model).__name__}; pass g= (a module mapping the output of "
-                f"{layer!r} [B, d, h, w] to logits [B, C])"
-            )
+            g = tail_for(model, layer)
+            if g is None:
+                raise InputError(
+                    f"do not know how to build g for {type(model).__name__}; pass g= (a module mapping the cells of "
+                    f"{layer!r} [B, d, h, w] to logits [B, C]). Known: torchvision ResNets, VGG-like (features + avgpool + "
+                    "classifier: VGG, ConvNeXt, EfficientNet) and ViTs; timm ViT, Swin, EfficientNet and ConvNeXt"
+                )
     return ModelSplit(f, g, layer)
