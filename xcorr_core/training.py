@@ -1,6 +1,8 @@
 """Training recipes for the shipped models (run by ``scripts/train_models.py``; never at demo time).
 
 - ``train_birds``: SmallResNet classifier on SynthBirds train, cross-entropy.
+- ``train_birds_vit``: the small torchvision ViT (``models.small_vit``) on the same data and loss, with
+  more epochs and weight decay (a ViT learns its locality from the data).
 - ``train_herd``: SmallResNet embedding on SynthHerd train, supervised contrastive
   loss (a metric loss) on P x K batches; evaluated by retrieval recall@1 on
   held-out individuals.
@@ -17,7 +19,7 @@ from tqdm.auto import tqdm
 from .data import SynthBirds, SynthHerd
 from .models import SmallResNet
 
-__all__ = ["train_birds", "train_herd", "evaluate_birds", "recall_at_1", "supcon_loss", "birds_test_stats", "herd_test_stats"]
+__all__ = ["train_birds", "train_birds_vit", "train_herd", "evaluate_birds", "recall_at_1", "supcon_loss", "birds_test_stats", "herd_test_stats"]
 
 
 def _augment(x: torch.Tensor, gen: torch.Generator, pad: int = 8) -> torch.Tensor:
@@ -39,12 +41,14 @@ def evaluate_birds(model: SmallResNet, ds: SynthBirds, batch: int = 256) -> floa
     return correct / len(ds)
 
 
-def train_birds(epochs: int = 30, per_class: int = 60, seed: int = 0, lr: float = 2e-3, log: Any = print) -> tuple[SmallResNet, dict[str, Any]]:
+def train_birds(epochs: int = 30, per_class: int = 60, seed: int = 0, lr: float = 2e-3, log: Any = print,
+                model: torch.nn.Module | None = None, weight_decay: float = 5e-4) -> tuple[Any, dict[str, Any]]:
+    """A SynthBirds classifier (default: a SmallResNet) trained with cross-entropy and label smoothing."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     train = SynthBirds("train", per_class=per_class)
-    model = SmallResNet(len(train.class_names))
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=5e-4)
+    model = model if model is not None else SmallResNet(len(train.class_names))
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     steps = epochs * ((len(train) + 63) // 64)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
     t0 = time.time()
@@ -65,6 +69,14 @@ def train_birds(epochs: int = 30, per_class: int = 60, seed: int = 0, lr: float 
     model.eval()
     stats = {"train_images": len(train), "epochs": epochs, "seconds": round(time.time() - t0, 1), **birds_test_stats(model)}
     return model, stats
+
+
+def train_birds_vit(epochs: int = 150, per_class: int = 60, seed: int = 0, lr: float = 1e-3, log: Any = print) -> tuple[Any, dict[str, Any]]:
+    """The small ViT (`models.small_vit`) on SynthBirds: `train_birds`' data and loss, AdamW with weight decay 0.05."""
+    from .models.small_vit import small_vit
+
+    torch.manual_seed(seed)
+    return train_birds(epochs=epochs, per_class=per_class, seed=seed, lr=lr, log=log, model=small_vit(24), weight_decay=0.05)
 
 
 def birds_test_stats(model: SmallResNet) -> dict[str, float]:

@@ -9,9 +9,12 @@ from .zoo import (
     model_card,
     read_state_dict,
     save_checkpoint,
+    save_vit_checkpoint,
     torchvision_backbone,
 )
+from .small_vit import VIT_ARGS, small_vit
 
 __all__ = ["SmallResNet", "BasicBlock", "load_pretrained", "load_checkpoint", "save_checkpoint", "torchvision_backbone",
            "imagenet_normalize", "model_card", "SHIPPED", "read_state_dict",
-           "load_named_model", "add_preprocess", "Preprocess", "read_weights", "NAMED_PREFIXES"]
+           "load_named_model", "add_preprocess", "Preprocess", "read_weights", "NAMED_PREFIXES", "save_vit_checkpoint", "small_vit",
+           "VIT_ARGS"]

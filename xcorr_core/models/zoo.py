@@ -18,13 +18,15 @@ from ..errors import IndexFileError, InputError
 from ..fileio import atomic_write
 from .small_resnet import SmallResNet
 
-__all__ = ["load_pretrained", "save_checkpoint", "load_checkpoint", "torchvision_backbone", "imagenet_normalize", "model_card", "SHIPPED",
+__all__ = ["load_pretrained", "save_checkpoint", "save_vit_checkpoint", "load_checkpoint", "torchvision_backbone", "imagenet_normalize", "model_card", "SHIPPED",
            "read_state_dict"]
 
 SHIPPED: dict[str, str] = {
     "birds": "SmallResNet classifier for SynthBirds (24 classes, 112 px, layer4 7x7x256)",
     "herd": "SmallResNet embedding for SynthHerd re-identification (128-d cosine, 112 px, layer4 7x7x256)",
+    "birds_vit": "small torchvision ViT classifier for SynthBirds (24 classes, 112 px, patch 16: 1 + 7x7 tokens x 96, 4 blocks)",
 }
+_FILES = {"birds": "birds_smallresnet.pt", "herd": "herd_smallresnet.pt", "birds_vit": "birds_vit.pt"}
 _FORMAT = "xcorr.checkpoint/1"
 
 
@@ -36,8 +38,27 @@ def save_checkpoint(model: SmallResNet, path: str | Path, *, meta: dict[str, Any
     return atomic_write(path, lambda f: torch.save(payload, f))
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> SmallResNet:
-    """Load a checkpoint written by `save_checkpoint` (weights only, validated)."""
+def save_vit_checkpoint(model: nn.Module, args: dict[str, Any], path: str | Path, *, meta: dict[str, Any] | None = None) -> Path:
+    """Save a torchvision ``VisionTransformer`` built with ``args`` (its constructor arguments) atomically, float16."""
+    state = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    payload = {"format": _FORMAT, "arch": "VisionTransformer", "args": json.dumps(args), "state_dict": state,
+               "meta": json.dumps(meta or {})}
+    return atomic_write(path, lambda f: torch.save(payload, f))
+
+
+def _load_vit(payload: dict[str, Any], path: Path) -> nn.Module:
+    from torchvision.models import VisionTransformer
+
+    model = VisionTransformer(**json.loads(payload["args"]))
+    try:
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()})
+    except RuntimeError as exc:
+        raise IndexFileError(f"{path} does not match its VisionTransformer arguments: {exc}") from exc
+    return model.eval()
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
+    """Load a checkpoint written by `save_checkpoint` (a SmallResNet) or `save_vit_checkpoint` (weights only, validated)."""
     path = Path(path)
     if not path.is_file():
         raise IndexFileError(f"no checkpoint at {path}")
@@ -45,6 +66,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:
         raise IndexFileError(f"{path} is not a readable checkpoint ({type(exc).__name__}: {exc})") from exc
+    if isinstance(payload, dict) and payload.get("format") == _FORMAT and payload.get("arch") == "VisionTransformer":
+        return _load_vit(payload, path)
     if not isinstance(payload, dict) or payload.get("format") != _FORMAT or payload.get("arch") != "SmallResNet":
         raise IndexFileError(f"{path} is not an xcorr SmallResNet checkpoint")
     model = SmallResNet(payload["out_dim"], payload["head"], tuple(payload["widths"]))
@@ -65,14 +88,20 @@ def model_card() -> dict[str, Any]:
     return json.loads(p.read_text()) if p.is_file() else {}
 
 
-def load_pretrained(name: Literal["birds", "herd"]) -> SmallResNet:
-    """A shipped model in eval mode: ``"birds"`` (classifier) or ``"herd"`` (re-ID embedding)."""
+def load_pretrained(name: Literal["birds", "herd", "birds_vit"]) -> Any:
+    """A shipped model in eval mode, taking images in [0, 1]: ``"birds"`` (classifier), ``"herd"``
+    (re-ID embedding) or ``"birds_vit"`` (a small ViT classifier, `models.small_vit`)."""
     if name not in SHIPPED:
         raise InputError(f"no shipped model {name!r}; shipped: {', '.join(SHIPPED)}")
-    path = _weights_dir() / f"{name}_smallresnet.pt"
+    path = _weights_dir() / _FILES[name]
     if not path.is_file():
         raise IndexFileError(f"shipped weights {path} are missing; run scripts/train_models.py to make them")
-    return load_checkpoint(path)
+    model = load_checkpoint(path)
+    if name == "birds_vit":
+        from .named import Preprocess
+
+        model.xcorr_preprocess = Preprocess(size=None, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))  # [0, 1] images as they are
+    return model
 
 
 def read_state_dict(path: str | Path, wrappers: tuple[str, ...] = ("state_dict", "model")) -> dict[str, torch.Tensor]:
