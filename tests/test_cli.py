@@ -61,6 +61,12 @@ def test_quick_demo_writes_report_figures_and_html(tmp_path: Path) -> None:
     shown_elsewhere = {c.name for c in registry.components("reranker") if c.plugin in own}
     # a re-ranker whose plugin has its own section is explained there, not a second time under classification
     assert not [f for f in cls["figures"] if any(f"explain_{m}_" in f for m in shown_elsewhere)]
+    # the ViT section: kNN over the shipped ViT's CLS token and 7 x 7 patch tokens; with no plugin loaded here, the
+    # parts that need one are skipped with the pip install that adds them
+    vit = next(s for s in report["sections"] if s["title"] == "The same explanations on a ViT")
+    assert vit["report"]["layout"] == {"kind": "tokens", "prefix_tokens": 1, "grid": [7, 7]}
+    assert vit["report"]["methods"] == ["knn"] and 0 < vit["report"]["test"]["knn"]["top1_accuracy"] <= 1
+    assert any("plugins/pairx" in m for m in vit["report"]["skipped"]) and "Skipped" in html
 
 
 def test_plugins_lists_named_models(capsys) -> None:

@@ -13,7 +13,6 @@ import html
 import json
 import time
 import traceback
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from . import __version__, registry
+from .demo_report import DemoSection, demo_spec_path, html_table
 from .data import PART_NAMES, SynthBirds, SynthHerd, apply_homography
 from .fileio import atomic_write
 from .index import GalleryIndex
@@ -28,20 +28,10 @@ from .models import load_pretrained, model_card
 from .pipeline import Pipeline
 from .results import RunResult
 from .spec import PipelineSpec
+from .demo_vit import vit_section
 from .viz import plot_accuracy, plot_bird_samples, plot_herd_pair, save_figure
 
 __all__ = ["run_demo", "DemoContext", "DemoSection", "demo_spec_path", "html_table"]
-
-
-class DemoSection(BaseModel):
-    """One section of the demo report."""
-
-    title: str
-    report: dict[str, Any] = Field(default_factory=dict)
-    figures: list[str] = Field(default_factory=list)  # paths relative to the output folder
-    html: str = ""
-    error: str | None = None
-    seconds: float | None = None  # set by the demo: the section's wall time
 
 
 class DemoContext(BaseModel):
@@ -74,19 +64,8 @@ class DemoContext(BaseModel):
         return self._maps[key]
 
 
-def demo_spec_path() -> Path:
-    return Path(str(resources.files("xcorr_core") / "specs" / "demo.yaml"))
-
-
 def _log(msg: str) -> None:
     print(f"[xcorr demo] {msg}", flush=True)
-
-
-def html_table(rows: list[list[Any]], header: list[str]) -> str:
-    """An HTML table (cells escaped) for a section's body."""
-    th = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def _classification_section(ctx: DemoContext) -> DemoSection:
@@ -215,7 +194,7 @@ def run_demo(out: str | Path = "demo-out", *, progress: bool | None = None, quic
     builtin = [("xcorr_core", "data", _data_section), ("xcorr_core", "classification", _classification_section),
                ("xcorr_core", "reid", _reid_section)]
     sections: list[DemoSection] = []
-    todo = builtin + registry.demo_sections()
+    todo = builtin + registry.demo_sections() + [("xcorr_core", "the same explanations on a ViT", vit_section)]
     for i, (plugin, title, run) in enumerate(todo, 1):
         _log(f"[{i}/{len(todo)}] {title} ({plugin}) ...")
         ts = time.perf_counter()
