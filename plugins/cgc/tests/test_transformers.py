@@ -6,7 +6,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from xcorr_core import InputError
 from xcorr_cgc import CGCLoss, layer_maps
 from xcorr_cgc.views import ViewsConfig, make_views
 
@@ -34,8 +33,12 @@ def test_vit_gradcam_equals_the_hand_computation_on_patch_tokens() -> None:
     assert torch.equal(lm.targets, t)
     torch.testing.assert_close(lm.maps, want, rtol=1e-5, atol=1e-7)
     assert float(lm.maps.std()) > 0
-    with pytest.raises(InputError, match="earlier block"):  # CLS pooling: the last block's patch tokens get no gradient
-        layer_maps(vit, x, "blocks.3")
+    # CLS pooling: the last block's patch tokens get no gradient. Grad-CAM there is exactly zero (as by hand),
+    # and a warning says why and what to explain instead
+    with pytest.warns(UserWarning, match="earlier block"):
+        last = layer_maps(vit, x, "blocks.3", lm.targets)
+    acts, g, _ = _by_hand(vit, "blocks.3", x)
+    assert not bool(g[:, 1:].any()) and torch.equal(last.maps, torch.zeros(2, 7, 7))
 
 
 def test_swin_gradcam_reads_channels_last_stages() -> None:

@@ -16,6 +16,7 @@ Depends on torch, the core and (lazily) captum.
 from __future__ import annotations
 
 import contextlib
+import warnings
 from typing import Any, Literal
 
 import torch
@@ -100,10 +101,10 @@ def layer_maps(model: nn.Module, images: torch.Tensor, layer: str, targets: torc
         y = logits.gather(1, t[:, None]).sum()
         (grads,) = torch.autograd.grad(y, acts, create_graph=create_graph)
         if feats.layouts[layer].is_tokens and not bool(grads.detach().any()):
-            raise InputError(f"the logits do not depend on the patch tokens of layer {layer!r} (all gradients are zero): with "
-                             "CLS-token pooling the last block's patch tokens are not used, so explain an earlier block (e.g. the "
-                             "second-to-last) or a model that pools the mean patch token; or the head is all zero (torchvision "
-                             "initialises a ViT's head to zero: train it first)")
+            warnings.warn(f"the logits do not depend on the patch tokens of layer {layer!r} (all gradients are zero), so its "
+                          "maps are all zero: with CLS-token pooling the last block's patch tokens are not used, so explain an "
+                          "earlier block (e.g. the second-to-last) or a model that pools the mean patch token; or the head is all "
+                          "zero (torchvision initialises a ViT's head to zero: train it first)", UserWarning, stacklevel=2)
     if kind == "gradcam":
         m = (grads.mean(dim=(2, 3), keepdim=True) * acts).sum(1)
     else:
