@@ -23,6 +23,17 @@ def _fresh_registry(monkeypatch: pytest.MonkeyPatch):
     xcorr_core.reload_plugins()
 
 
+@pytest.fixture
+def all_plugins(monkeypatch: pytest.MonkeyPatch):
+    """Every installed plugin (the core's tests otherwise load none)."""
+    import xcorr_core
+
+    monkeypatch.delenv("XCORR_PLUGINS", raising=False)
+    xcorr_core.reload_plugins()
+    yield
+    xcorr_core.reload_plugins()
+
+
 @pytest.fixture(scope="session")
 def tiny_model():
     from xcorr_core.models import SmallResNet

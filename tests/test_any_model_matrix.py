@@ -84,14 +84,6 @@ def built() -> dict[str, tuple[nn.Module, str, torch.Tensor]]:
     return out
 
 
-@pytest.fixture
-def all_plugins(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.delenv("XCORR_PLUGINS", raising=False)
-    xc.reload_plugins()
-    yield
-    xc.reload_plugins()
-
-
 def _need(kind: str, name: str) -> None:
     if name not in {c.name for c in xc.components(kind)}:
         pytest.skip(f"{kind} {name!r} is not installed")

@@ -148,15 +148,6 @@ def test_cli_main(argv) -> None:
         pass
 
 
-@pytest.fixture
-def all_plugins(monkeypatch: pytest.MonkeyPatch):
-    """Every installed plugin (the core's tests otherwise load none)."""
-    monkeypatch.delenv("XCORR_PLUGINS", raising=False)
-    xc.reload_plugins()
-    yield
-    xc.reload_plugins()
-
-
 _EXPLAINERS: dict = {}
 special_values = st.sampled_from([None, math.nan, math.inf, 0.0, 1e30, -1.0])
 
