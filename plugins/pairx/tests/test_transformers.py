@@ -108,3 +108,12 @@ def test_a_model_without_embeddings_is_refused() -> None:
     a, b = _images(32)
     with pytest.raises(xc.InputError, match="embeddings"):
         explain_pair(vit, a, b, layer="blocks.0", n=3)
+
+
+def test_layers_without_rules_are_refused_with_what_to_pass() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.GroupNorm(2, 8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten()).eval()
+    a, b = _images(16)
+    with pytest.raises(xc.InputError, match="no relevance rules for the layers GroupNorm"):
+        explain_pair(model, a, b, layer="2", n=3)
+    exp = explain_pair(model, a, b, layer="2", n=3, composite=ConservativePropagation())  # gradient x input covers any layer
+    assert bool(torch.isfinite(exp.pixel_maps_a).all())

@@ -41,16 +41,16 @@ def default_composite(model: nn.Module, canonizers: list[Any] | None = None) -> 
     Pass ``canonizers`` for other architectures (no warning then)."""
     import torchvision
     from zennit.canonizers import SequentialMergeBatchNorm
-
-    from .conservative import ConservativePropagation, has_transformer_blocks
     from zennit.composites import EpsilonPlus
     from zennit.torchvision import ResNetCanonizer, VGGCanonizer
 
     from .canonizers import EfficientNetCanonizer, is_efficientnet
+    from .conservative import ConservativePropagation, has_transformer_blocks
 
     if canonizers is None and has_transformer_blocks(model):
         return ConservativePropagation()
     if canonizers is None:
+        _check_lrp_rules(model)
         blocks = (torchvision.models.resnet.BasicBlock, torchvision.models.resnet.Bottleneck)
         if any(isinstance(m, blocks) for m in model.modules()):
             canonizers = [ResNetCanonizer()]
@@ -64,6 +64,22 @@ def default_composite(model: nn.Module, canonizers: list[Any] | None = None) -> 
                           "canonizers=[...] for this architecture", UserWarning, stacklevel=2)
             canonizers = [SequentialMergeBatchNorm()]
     return EpsilonPlus(canonizers=canonizers)
+
+
+#: layers with parameters that EpsilonPlus and the canonizers give a rule (BatchNorm is merged into its convolution)
+_LRP_LAYERS = (nn.modules.conv._ConvNd, nn.Linear, nn.modules.batchnorm._BatchNorm)
+
+
+def _check_lrp_rules(model: nn.Module) -> None:
+    """Refuse a model with parametric layers that neither LRP's rules nor a canonizer cover (GroupNorm,
+    recurrent or custom layers): their relevance would pass as a plain gradient, silently."""
+    bare = sorted({type(m).__name__ for m in model.modules()
+                   if not isinstance(m, _LRP_LAYERS) and any(True for _ in m.parameters(recurse=False))})
+    if bare:
+        raise xc.InputError(f"PAIR-X has no relevance rules for the layers {', '.join(bare)} of {type(model).__name__}: pass "
+                            "composite= (a zennit composite whose rules and canonizers cover them, or "
+                            "xcorr_pairx.ConservativePropagation() for gradient x input with attention and norm scales held "
+                            "constant)")
 
 
 def cosine_seed(ea: torch.Tensor, eb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
