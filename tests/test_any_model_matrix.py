@@ -50,6 +50,8 @@ BACKBONES: dict[str, tuple[Callable[[], nn.Module], str, int, bool]] = {
     "timm_convnext_atto": (lambda: timm.create_model("convnext_atto", num_classes=5), "stages.2", 64, True),
     "timm_vit": (lambda: timm.create_model("vit_tiny_patch16_224", img_size=64, depth=3, embed_dim=48, num_heads=3, num_classes=5),
                  "blocks.1", 64, True),
+    "timm_deit_distilled": (lambda: timm.create_model("deit_tiny_distilled_patch16_224", img_size=64, depth=3, num_classes=5),
+                            "blocks.1", 64, True),
     "timm_swin": (lambda: timm.create_model("swin_tiny_patch4_window7_224", img_size=64, window_size=4, depths=(1, 1, 1, 1),
                                             embed_dim=16, num_heads=(1, 1, 2, 2), num_classes=5), "layers.1", 64, True),
     "torchvision_vit": (lambda: _random_head(torchvision.models.VisionTransformer(image_size=64, patch_size=16, num_layers=3,
@@ -68,7 +70,7 @@ BACKBONES: dict[str, tuple[Callable[[], nn.Module], str, int, bool]] = {
         image_size=64, patch_size=16, projection_dim=8, **_small_hf())), "layers.0", 64, False),
     "open_clip_vit": (_tiny_open_clip, "transformer.resblocks.0", 64, False),
 }
-CLASSIFIERS = {"torchvision_resnet18", "timm_efficientnet_b0", "timm_convnext_atto", "timm_vit", "timm_swin", "torchvision_vit",
+CLASSIFIERS = {"torchvision_resnet18", "timm_efficientnet_b0", "timm_convnext_atto", "timm_vit", "timm_deit_distilled", "timm_swin", "torchvision_vit",
                "torchvision_swin", "hf_vit"}
 
 

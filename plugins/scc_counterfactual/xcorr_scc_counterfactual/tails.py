@@ -95,7 +95,7 @@ def tail_for(model: nn.Module, layer: str) -> ContainerTail | None:
         if k < 0:
             raise LayerNotFoundError(f"cut a torchvision ViT after an encoder layer: encoder.layers.encoder_layer_K (K < {len(layers)})")
         return TokenTail(model, list(layers)[k + 1:], [model.encoder.ln], torchvision_vit=True).train(model.training)
-    entry = _TIMM.get(type(model).__name__)
+    entry = next((_TIMM[c.__name__] for c in type(model).__mro__ if c.__name__ in _TIMM), None)  # subclasses too (DeiT distilled)
     if entry is None or not hasattr(model, "forward_head") or not type(model).__module__.startswith("timm."):
         return None
     container_name, after_names, layout = entry
