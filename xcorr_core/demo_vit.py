@@ -80,6 +80,9 @@ def vit_section(ctx: Any) -> DemoSection:
         save_figure(exp.plot(images, class_names=ctx.birds_train.class_names), ctx.out / rel)
         figs.append(rel)
         report["gradcam_layer"] = VIT_EXPLAIN_LAYER
+        notes.append(f"Grad-CAM (first figure): six test images, the ViT's top-1 class, at {VIT_EXPLAIN_LAYER}, the block before "
+                     "the last: with CLS-token pooling the last block's patch tokens never reach the logits, so Grad-CAM there "
+                     "is zero.")
     else:
         missing.append("<code>pip install plugins/cgc</code> (Grad-CAM)")
     if "pairx" in explainers:
