@@ -147,3 +147,31 @@ def test_pipeline_runs_knn_over_profiles(tiny, tiny_data):
     res = pipe.run(data, targets=labels, name="d", progress=False)
     clf = ProtoKNNClassifier(encode(tiny, images)[0], labels)
     assert torch.equal(res.methods["knn"].predictions, clf.predict(encode(tiny, images)[0], 1).predictions)
+
+
+def _vote_by_class_table(labels: torch.Tensor, distances: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The former [Q, num_classes] vote, as the reference for small class ids."""
+    q = labels.shape[0]
+    counts = torch.zeros(q, num_classes, dtype=torch.int64).scatter_add_(1, labels, torch.ones_like(labels))
+    sums = torch.zeros(q, num_classes, dtype=distances.dtype).scatter_add_(1, labels, distances)
+    tied = counts == counts.amax(1, keepdim=True)
+    pred = torch.where(tied, sums, torch.full_like(sums, float("inf"))).argmin(1)
+    return pred, counts.gather(1, pred[:, None]).squeeze(1)
+
+
+@given(st.integers(0, 10_000), st.integers(1, 6), st.integers(1, 12), st.integers(1, 5))
+def test_vote_equals_the_class_table_vote(seed, q, k, classes):
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, classes, (q, k), generator=g)
+    distances = torch.randint(0, 4, (q, k), generator=g).double()  # small integers: many exact ties
+    p, v = vote(labels, distances)
+    rp, rv = _vote_by_class_table(labels, distances, classes)
+    assert p.tolist() == rp.tolist() and v.tolist() == rv.tolist()
+
+
+def test_a_huge_class_id_costs_no_memory() -> None:
+    """A label of 10^9 once allocated [Q, 10^9 + 1] counts (18 GB, killed); now it is one more id."""
+    profiles = torch.tensor([[0.0, 0.0], [0.1, 0.0], [5.0, 5.0], [5.1, 5.0]])
+    clf = ProtoKNNClassifier(profiles, torch.tensor([10**9, 10**9, 3, 3]))
+    pred = clf.predict(torch.tensor([[0.05, 0.0], [5.05, 5.0]]), k=2)
+    assert pred.predictions.tolist() == [10**9, 3] and pred.votes.tolist() == [2, 2]

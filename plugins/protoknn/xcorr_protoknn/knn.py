@@ -28,17 +28,21 @@ class ProtoKNNPrediction(TensorModel):
     distances: Tensor
 
 
-def vote(labels: torch.Tensor, distances: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+def vote(labels: torch.Tensor, distances: torch.Tensor, num_classes: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Majority class of each row of ``labels`` `[Q, k]`; ties to the smallest summed ``distances``,
-    then the lowest class id. Returns ``(predictions [Q], votes [Q])``."""
-    q, k = labels.shape
-    counts = torch.zeros(q, num_classes, dtype=torch.int64, device=labels.device).scatter_add_(1, labels, torch.ones_like(labels))
-    sums = torch.zeros(q, num_classes, dtype=distances.dtype, device=labels.device).scatter_add_(1, labels, distances)
-    best = counts.amax(1, keepdim=True)
-    tied = counts == best
+    then the lowest class id. Returns ``(predictions [Q], votes [Q])``.
+
+    Counted among the k neighbours of each row (`[Q, k, k]` comparisons), so memory does not grow with
+    the largest class id (a label of 10^9 costs nothing). ``num_classes`` is not needed; it is accepted
+    for compatibility."""
+    same = labels[:, :, None] == labels[:, None, :]  # [Q, k, k]: neighbour i and j share a class
+    counts = same.sum(-1)  # [Q, k]: votes of neighbour i's class
+    sums = (same * distances[:, None, :]).sum(-1)  # summed distance of neighbour i's class (the same for its class-mates)
+    tied = counts == counts.amax(1, keepdim=True)
     key = torch.where(tied, sums, torch.full_like(sums, float("inf")))
-    pred = key.argmin(1)  # argmin returns the lowest class id among equal sums
-    return pred, counts.gather(1, pred[:, None]).squeeze(1)
+    best = tied & (key == key.amin(1, keepdim=True))
+    pred = torch.where(best, labels, torch.full_like(labels, torch.iinfo(labels.dtype).max)).amin(1)  # lowest class id
+    return pred, counts.gather(1, (labels == pred[:, None]).int().argmax(1, keepdim=True)).squeeze(1)
 
 
 class ProtoKNNClassifier:
