@@ -175,3 +175,21 @@ def test_consistency_metric():
     assert res.n == 3 and res.per_sample.shape == (3,)
     zero = consistency(torch.zeros(1, 8, 8), m[:1], boxes[:1], flips[:1])
     assert math.isnan(float(zero[0]))
+
+
+def test_typed_errors_for_a_bad_temperature_and_an_empty_box_list() -> None:
+    from xcorr_cgc.attribution import content_heatmap
+    from xcorr_cgc.loss import CGCConfig, CGCLoss
+
+    for make in (lambda: CGCConfig(temperature=0), lambda: CGCLoss(temperature=0)):
+        with pytest.raises(xc.ConfigError, match="'temperature'") as info:
+            make()
+        assert info.value.field == "temperature"
+    with pytest.raises(xc.InputError, match=r"boxes\[1\] holds no box"):
+        content_heatmap(torch.rand(2, 7, 7), [torch.tensor([[0.0, 0.0, 3.0, 3.0]]), torch.zeros(0, 4)])
+
+
+def test_load_pretrained_is_exported() -> None:
+    import xcorr_cgc
+
+    assert "load_pretrained" in xcorr_cgc.__all__ and xcorr_cgc.load_pretrained("ce").training is False

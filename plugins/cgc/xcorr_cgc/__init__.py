@@ -6,6 +6,7 @@ docs page's table of assumptions)."""
 from .attribution import blur, consistency, content_heatmap, curve_auc, eval_mode, insertion_deletion, rise_blur_kernel
 from .heatmaps import LayerMaps, captum_map, layer_maps, normalise_mass, upsample
 from .loss import CGCConfig, CGCLoss, CGCOutput, info_nce, paper_total
+from .pretrained import load_pretrained
 from .views import CGCBatch, CGCViews, ViewsConfig, crop_params, make_views, orig_view, transform_maps
 
 __version__ = "0.1.0"
@@ -13,4 +14,4 @@ __all__ = ["CGCViews", "ViewsConfig", "CGCBatch", "make_views", "crop_params", "
            "layer_maps", "captum_map", "LayerMaps", "upsample", "normalise_mass",
            "CGCConfig", "CGCLoss", "CGCOutput", "info_nce", "paper_total",
            "content_heatmap", "insertion_deletion", "curve_auc", "consistency", "blur", "rise_blur_kernel", "eval_mode",
-           "__version__"]
+           "load_pretrained", "__version__"]

@@ -72,6 +72,8 @@ def content_heatmap(maps: torch.Tensor, boxes: torch.Tensor | list[torch.Tensor]
     if len(per_map) != b:
         raise InputError(f"boxes must give one box (or list of boxes) per map: {b} maps, {len(per_map)} entries")
     for k, bx in enumerate(per_map):
+        if bx.shape[0] == 0:
+            raise InputError(f"boxes[{k}] holds no box: give each map at least one (x0, y0, x1, y1) box")
         x0, y0, x1, y1 = bx.unbind(1)
         if bool(((x0 < 0) | (y0 < 0) | (x1 > w) | (y1 > h) | (x1 <= x0) | (y1 <= y0)).any()):
             raise InputError(f"boxes[{k}] = {bx.tolist()} must be non-empty (x0 < x1, y0 < y1) and inside the {w}x{h} map")
