@@ -3,6 +3,7 @@ from .named import NAMED_PREFIXES, Preprocess, add_preprocess, load_named_model,
 from .small_resnet import BasicBlock, SmallResNet
 from .zoo import (
     SHIPPED,
+    check_state_dict,
     imagenet_normalize,
     load_checkpoint,
     load_pretrained,
@@ -14,7 +15,7 @@ from .zoo import (
 )
 from .small_vit import VIT_ARGS, small_vit
 
-__all__ = ["SmallResNet", "BasicBlock", "load_pretrained", "load_checkpoint", "save_checkpoint", "torchvision_backbone",
+__all__ = ["check_state_dict", "SmallResNet", "BasicBlock", "load_pretrained", "load_checkpoint", "save_checkpoint", "torchvision_backbone",
            "imagenet_normalize", "model_card", "SHIPPED", "read_state_dict",
            "load_named_model", "add_preprocess", "Preprocess", "read_weights", "NAMED_PREFIXES", "save_vit_checkpoint", "small_vit",
            "VIT_ARGS"]

@@ -21,7 +21,7 @@ from pydantic import BaseModel
 from torch import nn
 
 from ..errors import ConfigError, IndexFileError
-from .zoo import read_state_dict
+from .zoo import check_state_dict, read_state_dict
 
 __all__ = ["Preprocess", "load_named_model", "add_preprocess", "NAMED_PREFIXES", "read_weights"]
 
@@ -72,7 +72,7 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def _load_into(model: nn.Module, path: str | Path, what: str) -> None:
-    state = read_weights(path)
+    state = check_state_dict(read_weights(path), path)
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:

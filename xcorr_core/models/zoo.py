@@ -18,7 +18,7 @@ from ..errors import IndexFileError, InputError
 from ..fileio import atomic_write
 from .small_resnet import SmallResNet
 
-__all__ = ["load_pretrained", "save_checkpoint", "save_vit_checkpoint", "load_checkpoint", "torchvision_backbone", "imagenet_normalize", "model_card", "SHIPPED",
+__all__ = ["check_state_dict", "load_pretrained", "save_checkpoint", "save_vit_checkpoint", "load_checkpoint", "torchvision_backbone", "imagenet_normalize", "model_card", "SHIPPED",
            "read_state_dict"]
 
 SHIPPED: dict[str, str] = {
@@ -122,6 +122,21 @@ def read_state_dict(path: str | Path, wrappers: tuple[str, ...] = ("state_dict",
             state = state[key]
     if not isinstance(state, dict):
         raise IndexFileError(f"{path} holds no state dict")
+    return state
+
+
+def check_state_dict(state: dict[Any, Any], path: str | Path) -> dict[str, torch.Tensor]:
+    """``state`` if it is a state dict of finite tensors keyed by strings; else `IndexFileError` naming
+    the first offending keys (a hand-edited or corrupt file, or NaN weights that would give NaN outputs)."""
+    bad_keys = [repr(k) for k in state if not isinstance(k, str)]
+    if bad_keys:
+        raise IndexFileError(f"{path}: a state dict's keys are parameter names (str); found {', '.join(bad_keys[:5])}")
+    not_tensors = [f"{k} ({type(v).__name__})" for k, v in state.items() if not isinstance(v, torch.Tensor)]
+    if not_tensors:
+        raise IndexFileError(f"{path}: a state dict holds tensors; these are not: {', '.join(not_tensors[:5])}")
+    non_finite = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if non_finite:
+        raise IndexFileError(f"{path}: NaN/inf weights in {', '.join(non_finite[:5])}{' ...' if len(non_finite) > 5 else ''}")
     return state
 
 

@@ -93,3 +93,27 @@ def test_one_query_against_many_runs_its_stream_once_with_the_same_features(auth
         corr_pairs = model(src.expand(3, -1, -1, -1).contiguous(), trg)
     assert torch.allclose(fs, ps, atol=1e-4) and torch.allclose(ft, pt, atol=1e-4)
     assert torch.allclose(corr_once, corr_pairs, atol=1e-5)
+
+
+def test_non_tensor_values_int_keys_and_nan_weights_are_named(authors_file, tmp_path):
+    """Issue 27: these raised AttributeError (non-tensors, int keys) or loaded and transferred NaN points."""
+    _, state = authors_file
+    cases = {"e.pt": (dict(state, **{"learner.chm4d.weight": [1.0, 2.0]}), r"not: learner.chm4d.weight \(list\)"),
+             "f.pt": ({**state, 7: torch.zeros(1)}, "keys are parameter names"),
+             "g.pt": (dict(state, **{"learner.chm4d.weight": torch.full((55,), float("nan"))}), "NaN/inf weights in learner.chm4d.weight")}
+    for name, (bad, msg) in cases.items():
+        torch.save(bad, tmp_path / name)
+        with pytest.raises(IndexFileError, match=msg):
+            load_authors_checkpoint(tmp_path / name)
+
+
+def test_a_head_file_with_nan_weights_is_refused(tmp_path):
+    from xcorr_chm_corr.pretrained import load_pretrained, save_head, shipped_path
+
+    chm = load_pretrained()
+    with torch.no_grad():
+        chm.learner.chm4d.weight.fill_(float("nan"))
+    save_head(chm, tmp_path / "nan_head.pt")
+    with pytest.raises(IndexFileError, match="NaN/inf weights"):
+        load_pretrained(tmp_path / "nan_head.pt")
+    assert shipped_path().is_file()

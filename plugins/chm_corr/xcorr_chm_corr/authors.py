@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from xcorr_core.errors import IndexFileError
-from xcorr_core.models import read_state_dict
+from xcorr_core.models import check_state_dict, read_state_dict
 
 from .chmnet import CHMNet
 from .kernels import KernelType, kernel_groups, scale_groups
@@ -138,7 +138,7 @@ def load_authors_checkpoint(path: str | Path, *, map_location: str | torch.devic
     ``model.transfer(src, tgt, points)``.
     """
     path = Path(path)
-    state = read_state_dict(path)
+    state = check_state_dict(read_state_dict(path), path)
     state = {k.removeprefix("module."): v for k, v in state.items()}
     model = authors_chmnet(_infer_ktype(state, path))
     expected = model.state_dict()

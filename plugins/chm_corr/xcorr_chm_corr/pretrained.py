@@ -19,7 +19,7 @@ import torch
 from xcorr_core.errors import IndexFileError
 from xcorr_core.fileio import atomic_write
 from xcorr_core.models import load_pretrained as load_core_model
-from xcorr_core.models import read_state_dict
+from xcorr_core.models import check_state_dict, read_state_dict
 
 from .chmnet import CHMNet
 
@@ -59,8 +59,11 @@ def load_head(model: CHMNet, path: str | Path) -> CHMNet:
     if payload["feat_dim"] != model.feat_dim or payload["ktype"] != model.ktype:
         raise IndexFileError(f"{path} holds a {payload['ktype']} head for {payload['feat_dim']} channels; "
                              f"the model is {model.ktype} with {model.feat_dim}")
+    state = check_state_dict(payload["state_dict"], path) if isinstance(payload.get("state_dict"), dict) else None
+    if state is None:
+        raise IndexFileError(f"{path} holds no head state dict")
     try:
-        model.learner.load_state_dict({k: v.float() for k, v in payload["state_dict"].items()})
+        model.learner.load_state_dict({k: v.float() for k, v in state.items()})
     except RuntimeError as exc:
         raise IndexFileError(f"{path} does not fit the CHM head: {exc}") from exc
     return model
