@@ -54,7 +54,7 @@ def test_content_heatmap_bad_input():
         content_heatmap(torch.rand(4, 4), torch.tensor([[0.0, 0, 2, 2]]))
     with pytest.raises(xc.InputError, match="boxes"):
         content_heatmap(torch.rand(2, 4, 4), torch.tensor([[0.0, 0, 2, 2]]))
-    with pytest.raises(xc.InputError, match="no map"):
+    with pytest.raises(xc.InputError, match="no sample could be scored: every map has zero mass"):
         xc.create("metric", "content_heatmap").compute(maps=torch.zeros(2, 4, 4), boxes=torch.tensor([[0.0, 0, 2, 2]] * 2))
 
 
@@ -112,13 +112,16 @@ def test_insertion_deletion_equal_step_loop(mode, batch_size):
     model = Soft().eval()
     x = torch.rand(5, 3, 10, 10)
     maps = torch.rand(5, 10, 10)
-    maps[0] = 0.5  # all ties: stable order
+    maps[0] = 0.5  # all ties: the curve follows the stable order; the AUC is NaN (no attribution order to score)
     auc, curves, classes = insertion_deletion(model, x, maps, mode=mode, steps=7, batch_size=batch_size)
     sub = blur(x)
     for b in range(5):
         ref = reference_curve(model, x[b], maps[b], mode, 7, sub[b])
         np.testing.assert_allclose(curves[b].numpy(), ref, rtol=1e-5, atol=1e-6)
-        assert float(auc[b]) == pytest.approx(float(np.trapezoid(ref, dx=1 / 7)), rel=1e-5)
+        if b == 0:
+            assert math.isnan(float(auc[b]))
+        else:
+            assert float(auc[b]) == pytest.approx(float(np.trapezoid(ref, dx=1 / 7)), rel=1e-5)
     clean = model(x).softmax(1).gather(1, classes[:, None])[:, 0]
     end = curves[:, -1] if mode == "insertion" else curves[:, 0]
     torch.testing.assert_close(end, clean.detach())
@@ -193,3 +196,36 @@ def test_load_pretrained_is_exported() -> None:
     import xcorr_cgc
 
     assert "load_pretrained" in xcorr_cgc.__all__ and xcorr_cgc.load_pretrained("ce").training is False
+
+
+def test_non_finite_inputs_and_constant_maps() -> None:
+    """Issue 27 item 3: NaN boxes gave a finite loss or 'no map had non-zero mass', NaN images were dropped
+    from the AUC mean in silence, and a constant map's AUC depended on the raster order."""
+    from xcorr_cgc.attribution import insertion_deletion
+    from xcorr_cgc.views import transform_maps
+
+    model = Soft().eval()
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(2, 3, 8, 8, generator=g)
+    bad = images.clone()
+    bad[1, 0, 2, 2] = float("nan")
+    with pytest.raises(xc.InputError, match="NaN"):
+        insertion_deletion(model, bad, torch.rand(2, 8, 8, generator=g))
+    with pytest.raises(xc.InputError, match="NaN"):
+        xc.create("metric", "insertion_auc").compute(model=model, images=bad, maps=torch.rand(2, 8, 8, generator=g))
+    # a constant map has no insertion order: NaN, the same for the image and its mirror, and counted as left out
+    flat = torch.zeros(2, 8, 8)
+    auc, _, _ = insertion_deletion(model, images, flat)
+    auc_flipped, _, _ = insertion_deletion(model, images.flip(-1), flat)
+    assert bool(auc.isnan().all()) and bool(auc_flipped.isnan().all())
+    mixed = torch.stack([torch.zeros(8, 8), torch.rand(8, 8, generator=g)])
+    res = xc.create("metric", "deletion_auc").compute(model=model, images=images, maps=mixed)
+    assert res.details["left_out"] == 1 and res.n == 1
+    with pytest.raises(xc.InputError, match="every map is constant"):
+        xc.create("metric", "insertion_auc").compute(model=model, images=images, maps=flat)
+    nan_box = torch.tensor([[0.0, 0.0, float("nan"), 4.0], [0.0, 0.0, 4.0, 4.0]])
+    with pytest.raises(xc.InputError, match="NaN"):
+        content_heatmap(torch.rand(2, 8, 8, generator=g), nan_box)
+    with pytest.raises(xc.InputError, match="NaN"):
+        transform_maps(torch.rand(2, 8, 8, generator=g), torch.tensor([[0.0, 0.0, float("nan"), 4.0], [0, 0, 4, 4]]),
+                       torch.zeros(2, dtype=torch.bool), 8)

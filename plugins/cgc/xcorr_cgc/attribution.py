@@ -67,11 +67,13 @@ def content_heatmap(maps: torch.Tensor, boxes: torch.Tensor | list[torch.Tensor]
     b, h, w = m.shape
     per_map = [torch.as_tensor(bx, dtype=torch.float64).reshape(-1, 4) for bx in boxes] if isinstance(boxes, list) else None
     if per_map is None:
-        bx = check_tensor("boxes", boxes, shape=(b, 4))
+        bx = check_tensor("boxes", boxes, shape=(b, 4), finite=True)
         per_map = [row[None].double() for row in bx]
     if len(per_map) != b:
         raise InputError(f"boxes must give one box (or list of boxes) per map: {b} maps, {len(per_map)} entries")
     for k, bx in enumerate(per_map):
+        if not bool(torch.isfinite(bx).all()):
+            raise InputError(f"boxes[{k}] = {bx.tolist()} contains NaN or inf")
         if bx.shape[0] == 0:
             raise InputError(f"boxes[{k}] holds no box: give each map at least one (x0, y0, x1, y1) box")
         x0, y0, x1, y1 = bx.unbind(1)
@@ -158,9 +160,11 @@ def insertion_deletion(model: nn.Module, images: torch.Tensor, maps: torch.Tenso
         use_eval: run the model in eval mode (restored afterwards).
 
     Returns:
-        ``(auc [B], curves [B, steps + 1], classes [B])``: the classes are the clean images' top-1.
+        ``(auc [B], curves [B, steps + 1], classes [B])``: the classes are the clean images' top-1. A constant
+        map (all zero, say) ranks no pixel above another, so it has no insertion order: its AUC is NaN
+        rather than a value that depends on the raster order.
     """
-    x = check_tensor("images", images, ndim=4, floating=True, non_empty=True)
+    x = check_tensor("images", images, ndim=4, floating=True, non_empty=True, finite=True)
     b, _, H, W = x.shape
     m = _maps("maps", maps, b)
     if mode not in ("insertion", "deletion"):
@@ -186,7 +190,10 @@ def insertion_deletion(model: nn.Module, images: torch.Tensor, maps: torch.Tenso
             probs = model(batch).softmax(1)
             scores[s:s + batch.shape[0]] = probs.gather(1, classes[bi][:, None])[:, 0]
     curves = scores.view(b, steps + 1)
-    return curve_auc(curves), curves, classes
+    flat = m.flatten(1)
+    constant = (flat == flat[:, :1]).all(1).to(curves.device)
+    auc = torch.where(constant, torch.full_like(curves[:, 0], math.nan), curve_auc(curves))
+    return auc, curves, classes
 
 
 def consistency(maps_aug: torch.Tensor, maps_orig: torch.Tensor, boxes: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:

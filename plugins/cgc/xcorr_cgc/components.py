@@ -141,10 +141,16 @@ def mean_interval(values: torch.Tensor, level: float = 0.95) -> tuple[float, tup
     return m, (m - half, m + half), n
 
 
+_UNSCORABLE = {"content_heatmap": "every map has zero mass", "insertion_auc": "every map is constant (it ranks no pixel above another)",
+               "deletion_auc": "every map is constant (it ranks no pixel above another)",
+               "explanation_consistency": "every pair has an all-zero map"}
+
+
 def _result(name: str, per: torch.Tensor, **details: Any) -> xc.MetricResult:
+    """Mean and interval over the scorable samples; those that cannot be scored (NaN) are counted in ``details["left_out"]``."""
     m, ci, n = mean_interval(per)
     if n == 0:
-        raise xc.InputError(f"{name}: no map had non-zero mass; nothing to score")
+        raise xc.InputError(f"{name}: no sample could be scored: {_UNSCORABLE.get(name, 'every value is NaN')}")
     return xc.MetricResult(name=name, value=m, per_sample=per.float(), n=n, ci=ci, ci_level=0.95 if ci else None,
                            details={"left_out": int(per.numel() - n), **details})
 
@@ -185,7 +191,7 @@ class _RiseAUC(xc.Metric):
 
         c = self.config
         model = _model(data, self.name)
-        images = check_tensor("images", data["images"], ndim=4, floating=True, non_empty=True)
+        images = check_tensor("images", data["images"], ndim=4, floating=True, non_empty=True, finite=True)
         sub = blur(images, padding=c.padding)
         auc, curves, classes = insertion_deletion(model, images, data["maps"], mode=self.mode, steps=c.steps, substrate=sub,
                                                   batch_size=c.batch_size, use_eval=c.eval_mode)

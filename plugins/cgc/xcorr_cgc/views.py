@@ -79,7 +79,7 @@ def transform_maps(maps: torch.Tensor, boxes: torch.Tensor, flips: torch.Tensor,
     if x.ndim != 4:
         raise InputError(f"maps must be [B, H, W] or [B, C, H, W], got {list(maps.shape)}")
     b, _, H, W = x.shape
-    boxes = check_tensor("boxes", boxes, shape=(b, 4))
+    boxes = check_tensor("boxes", boxes, shape=(b, 4), finite=True)
     flips = check_tensor("flips", torch.as_tensor(flips), shape=(b,)).to(torch.bool)
     oh, ow = (size, size) if isinstance(size, int) else size
     bx = boxes.to(device=x.device, dtype=x.dtype)
