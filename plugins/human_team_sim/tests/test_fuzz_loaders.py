@@ -25,3 +25,25 @@ def test_loaders_give_a_table_or_a_typed_error(tmp_path_factory, header, body, r
             load(path)
         except XcorrError:
             pass
+
+
+def test_bom_files_load_and_bad_bytes_are_located_in_the_file(tmp_path: Path) -> None:
+    """Issue 27 item 6: a UTF-8 file with a byte-order mark was refused as "missing column 'UID'", and
+    the reported byte of a non-UTF-8 file was the decoder chunk's offset, not the file's."""
+    import pytest
+
+    from xcorr_core.errors import InputError
+
+    rows = [f"{u},{q},m,1,0.9,1" for u in range(40) for q in range(60)]  # well past the decoder's 8 KB chunk
+    text = "\n".join([HEADER] + rows) + "\n"
+    (tmp_path / "bom.csv").write_bytes(b"\xef\xbb\xbf" + text.encode())
+    (tmp_path / "plain.csv").write_bytes(text.encode())
+    assert len(load_trials(tmp_path / "bom.csv").user) == len(load_trials(tmp_path / "plain.csv").user) == 2400
+    data = bytearray(text.encode())
+    at = data.index(b"\n", 30_000) + 3  # inside a row well past the first chunk
+    data[at] = 0xFF
+    line = data[:at].count(b"\n") + 1
+    for name, payload in (("bad.csv", bytes(data)), ("bad.csv.gz", gzip.compress(bytes(data)))):
+        (tmp_path / name).write_bytes(payload)
+        with pytest.raises(InputError, match=rf"byte {at}, line {line}\)"):
+            load_trials(tmp_path / name)

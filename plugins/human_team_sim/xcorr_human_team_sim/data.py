@@ -9,6 +9,7 @@ naming the file, line and column. Depends on numpy, pydantic and xcorr_core.
 """
 from __future__ import annotations
 
+import codecs
 import csv
 import gzip
 import io
@@ -173,9 +174,28 @@ class AIPredictions(BaseModel):
 def _open_text(path: Path) -> io.TextIOBase:
     if not path.is_file():
         raise InputError(f"no such file: {path}")
+    # utf-8-sig: a byte-order mark (as spreadsheet programs write) is not part of the first column's name
     if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
-    return open(path, encoding="utf-8", newline="")
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8-sig", newline="")
+    return open(path, encoding="utf-8-sig", newline="")
+
+
+def _first_bad_byte(path: Path, chunk: int = 1 << 20) -> tuple[int, int]:
+    """(offset in the file's (decompressed) bytes, 1-based line) of the first byte that is not UTF-8.
+    The decoder's own offset counts from the start of its current chunk, not of the file."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset, lines = 0, 1
+    with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as f:
+        while block := f.read(chunk):
+            try:
+                decoder.decode(block)
+            except UnicodeDecodeError as exc:
+                pending = len(decoder.getstate()[0])  # bytes of an unfinished character carried over from the last block
+                at = offset - pending + exc.start
+                return at, lines + block[:max(0, exc.start - pending)].count(b"\n")
+            offset += len(block)
+            lines += block.count(b"\n")
+    return offset, lines
 
 
 @contextmanager
@@ -185,7 +205,8 @@ def _readable(path: Path) -> Iterator[None]:
     try:
         yield
     except UnicodeDecodeError as exc:
-        raise InputError(f"{path} is not UTF-8 text (byte {exc.start}): save the CSV as UTF-8") from exc
+        at, line = _first_bad_byte(path)
+        raise InputError(f"{path} is not UTF-8 text (byte {at}, line {line}): save the CSV as UTF-8") from exc
     except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
         raise InputError(f"{path} is not a readable gzip file: {exc}") from exc
     except csv.Error as exc:
