@@ -117,3 +117,11 @@ def test_a_head_file_with_nan_weights_is_refused(tmp_path):
     with pytest.raises(IndexFileError, match="NaN/inf weights"):
         load_pretrained(tmp_path / "nan_head.pt")
     assert shipped_path().is_file()
+
+
+def test_non_square_maps_give_an_xcorr_error():
+    import xcorr_core as xc
+    from xcorr_chm_corr.pretrained import load_pretrained
+
+    with pytest.raises(xc.InputError, match="square feature maps, got 7 x 6"):
+        load_pretrained().transfer(torch.rand(1, 3, 112, 96), torch.rand(1, 3, 112, 96), torch.rand(1, 5, 2))

@@ -1,5 +1,5 @@
 """Correlation tensors for CHM: the multi-scale 6D cosine correlation, 4D bilinear resizing
-and the mutual nearest-neighbour filter. Batched over pairs; depends on torch only."""
+and the mutual nearest-neighbour filter. Batched over pairs; depends on torch and the core's errors."""
 from __future__ import annotations
 
 import math
@@ -8,6 +8,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from xcorr_core.errors import InputError
 
 __all__ = ["scale_sides", "interpolate4d", "scale_features", "correlation6d", "correlation6d_from_scales", "mutual_nn_filter"]
 
@@ -66,9 +68,10 @@ def correlation6d(src: torch.Tensor, trg: torch.Tensor, scales: Sequence[float],
     bs, _, h, w = src.shape
     b = trg.shape[0]
     if h != w:
-        raise ValueError(f"CHM needs square feature maps, got {h} x {w}")
+        raise InputError(f"CHM needs square feature maps, got {h} x {w}: give images whose feature grid is square "
+                         "(e.g. resize to a square size) or crop the maps")
     if bs not in (1, b):
-        raise ValueError(f"src batch {bs} must be 1 or the trg batch {b}")
+        raise InputError(f"src batch {bs} must be 1 or the trg batch {b}")
     ftrg = scale_features(trg, scales, convs) if trg_scales is None else list(trg_scales)
     return correlation6d_from_scales(scale_features(src, scales, convs), ftrg, h)
 

@@ -175,3 +175,9 @@ def test_a_huge_class_id_costs_no_memory() -> None:
     clf = ProtoKNNClassifier(profiles, torch.tensor([10**9, 10**9, 3, 3]))
     pred = clf.predict(torch.tensor([[0.05, 0.0], [5.05, 5.0]]), k=2)
     assert pred.predictions.tolist() == [10**9, 3] and pred.votes.tolist() == [2, 2]
+
+
+def test_a_one_class_gallery_says_so_instead_of_naming_a_contrast_class() -> None:
+    clf = ProtoKNNClassifier(torch.rand(3, 4), torch.tensor([2, 2, 2]))
+    with pytest.raises(InputError, match="every gallery image is of the predicted class 2"):
+        explain_profile(torch.rand(4), None, clf, None, None, 2)

@@ -68,6 +68,9 @@ def explain_profile(query_profile: torch.Tensor, query_cells: torch.Tensor, gall
     gallery profile of another class than ``prediction``.
     """
     q = query_profile.float().cpu()[None]
+    if contrast is None and not bool((gallery.labels != prediction).any()):
+        raise InputError(f"every gallery image is of the predicted class {prediction}: a 'rather than that' explanation needs "
+                         "a gallery with at least one other class")
     if contrast is None:
         d = torch.cdist(q, gallery.profiles)[0]
         d = torch.where(gallery.labels != prediction, d, torch.full_like(d, float("inf")))
