@@ -205,11 +205,11 @@ class Pipeline:
         return ["knn"] + [n for n, _ in self._built.rerankers]
 
     def _check_images(self, images: torch.Tensor) -> torch.Tensor:
-        """Every batch: RGB `[B, 3, H, W]` floats; in [0, 1] for the shipped SmallResNets and named models
-        (whose normalisation is baked in)."""
-        from .models import SmallResNet
+        """Every batch: RGB `[B, 3, H, W]` floats; in [0, 1] for models that take unit images
+        (`xcorr_core.models.takes_unit_images`: the shipped models and named models)."""
+        from .models import takes_unit_images
 
-        return check_images(images, unit_range=isinstance(self.model, SmallResNet) or hasattr(self.model, "xcorr_preprocess"))
+        return check_images(images, unit_range=takes_unit_images(self.model))
 
     def _device(self) -> torch.device:
         p = next(self.model.parameters(), None)

@@ -3,7 +3,9 @@ from .named import NAMED_PREFIXES, Preprocess, add_preprocess, load_named_model,
 from .small_resnet import BasicBlock, SmallResNet
 from .zoo import (
     SHIPPED,
+    check_model_images,
     check_state_dict,
+    takes_unit_images,
     imagenet_normalize,
     load_checkpoint,
     load_pretrained,
@@ -15,7 +17,7 @@ from .zoo import (
 )
 from .small_vit import VIT_ARGS, small_vit
 
-__all__ = ["check_state_dict", "SmallResNet", "BasicBlock", "load_pretrained", "load_checkpoint", "save_checkpoint", "torchvision_backbone",
+__all__ = ["check_state_dict", "check_model_images", "takes_unit_images", "SmallResNet", "BasicBlock", "load_pretrained", "load_checkpoint", "save_checkpoint", "torchvision_backbone",
            "imagenet_normalize", "model_card", "SHIPPED", "read_state_dict",
            "load_named_model", "add_preprocess", "Preprocess", "read_weights", "NAMED_PREFIXES", "save_vit_checkpoint", "small_vit",
            "VIT_ARGS"]

@@ -16,9 +16,10 @@ from torch import nn
 
 from ..errors import IndexFileError, InputError
 from ..fileio import atomic_write
+from ..validation import check_images, check_tensor
 from .small_resnet import SmallResNet
 
-__all__ = ["check_state_dict", "load_pretrained", "save_checkpoint", "save_vit_checkpoint", "load_checkpoint", "torchvision_backbone", "imagenet_normalize", "model_card", "SHIPPED",
+__all__ = ["check_state_dict", "check_model_images", "takes_unit_images", "load_pretrained", "save_checkpoint", "save_vit_checkpoint", "load_checkpoint", "torchvision_backbone", "imagenet_normalize", "model_card", "SHIPPED",
            "read_state_dict"]
 
 SHIPPED: dict[str, str] = {
@@ -138,6 +139,20 @@ def check_state_dict(state: dict[Any, Any], path: str | Path) -> dict[str, torch
     if non_finite:
         raise IndexFileError(f"{path}: NaN/inf weights in {', '.join(non_finite[:5])}{' ...' if len(non_finite) > 5 else ''}")
     return state
+
+
+def takes_unit_images(model: nn.Module) -> bool:
+    """Does ``model`` expect images in [0, 1]? The shipped SmallResNets and ViT, and every model whose
+    normalisation is baked in (``model.xcorr_preprocess``, set by `load_named_model` / `load_pretrained`)."""
+    return isinstance(model, SmallResNet) or hasattr(model, "xcorr_preprocess")
+
+
+def check_model_images(model: nn.Module, images: object, name: str = "images") -> torch.Tensor:
+    """The one check of images a model is about to see: RGB `[B, 3, H, W]` floats without NaN/inf,
+    and in [0, 1] when the model takes unit images (`takes_unit_images`: 0-255 floats or 1-channel
+    images are refused with the conversion to use, instead of a different answer)."""
+    x = check_images(images, unit_range=takes_unit_images(model), name=name)
+    return check_tensor(name, x, finite=True)
 
 
 def imagenet_normalize() -> nn.Module:

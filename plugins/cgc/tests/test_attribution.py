@@ -229,3 +229,12 @@ def test_non_finite_inputs_and_constant_maps() -> None:
     with pytest.raises(xc.InputError, match="NaN"):
         transform_maps(torch.rand(2, 8, 8, generator=g), torch.tensor([[0.0, 0.0, float("nan"), 4.0], [0, 0, 4, 4]]),
                        torch.zeros(2, dtype=torch.bool), 8)
+
+
+def test_rise_metrics_refuse_0_255_images_for_the_shipped_models() -> None:
+    from xcorr_cgc import load_pretrained
+
+    model = load_pretrained("ce")
+    x = torch.rand(2, 3, 112, 112)
+    with pytest.raises(xc.InputError, match="divide by 255"):
+        xc.create("metric", "insertion_auc", steps=4).compute(model=model, images=x * 255, maps=torch.rand(2, 7, 7))

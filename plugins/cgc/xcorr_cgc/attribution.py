@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from xcorr_core.errors import InputError
+from xcorr_core.models import check_model_images, takes_unit_images
 from xcorr_core.validation import check_tensor
 
 from .heatmaps import upsample
@@ -165,6 +166,8 @@ def insertion_deletion(model: nn.Module, images: torch.Tensor, maps: torch.Tenso
         rather than a value that depends on the raster order.
     """
     x = check_tensor("images", images, ndim=4, floating=True, non_empty=True, finite=True)
+    if takes_unit_images(model):  # the shipped models: RGB in [0, 1], as the pipeline checks them
+        check_model_images(model, x)
     b, _, H, W = x.shape
     m = _maps("maps", maps, b)
     if mode not in ("insertion", "deletion"):

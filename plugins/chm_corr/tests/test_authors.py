@@ -125,3 +125,16 @@ def test_non_square_maps_give_an_xcorr_error():
 
     with pytest.raises(xc.InputError, match="square feature maps, got 7 x 6"):
         load_pretrained().transfer(torch.rand(1, 3, 112, 96), torch.rand(1, 3, 112, 96), torch.rand(1, 5, 2))
+
+
+def test_out_of_range_images_and_tiny_images_are_refused():
+    """Issue 27 item 4: 0-255 floats and 1-channel images gave other answers; 8x8 images sent every point to (3.14, 3.14)."""
+    import xcorr_core as xc
+    from xcorr_chm_corr.pretrained import load_pretrained
+
+    chm = load_pretrained()
+    pts = torch.rand(1, 4, 2) * 100
+    for img, msg in ((torch.rand(1, 3, 112, 112) * 255, "divide by 255"), (torch.rand(1, 1, 112, 112), "1 channel"),
+                     (torch.rand(1, 3, 8, 8), "at least 2 x 2")):
+        with pytest.raises(xc.InputError, match=msg):
+            chm.transfer(img, img.clone(), pts if img.shape[-1] > 8 else torch.rand(1, 4, 2) * 8)

@@ -22,6 +22,7 @@ from torch import nn
 
 from xcorr_core.errors import InputError
 from xcorr_core.features import FeatureExtractor
+from xcorr_core.models import check_model_images
 from xcorr_core.validation import check_same_device, check_tensor
 
 from .correlation import correlation6d, interpolate4d, mutual_nn_filter, scale_features
@@ -102,17 +103,23 @@ class CHMNet(nn.Module):
     def features(self, src: torch.Tensor, trg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Backbone maps `[B, C, h, h]` of both images (siamese: one batched pass); ``src`` may be
         one image `[1, 3, H, W]` against B targets (its features are then computed once)."""
-        check_tensor("src", src, ndim=4, floating=True, non_empty=True)
+        check_model_images(self.backbone, src, "src")  # RGB, finite; in [0, 1] for the shipped backbones
+        check_model_images(self.backbone, trg, "trg")
         check_tensor("trg", trg, shape=[None] + list(src.shape[1:]), floating=True)
         check_same_device(src=src, trg=trg)
         if src.shape[0] not in (1, trg.shape[0]):
             raise InputError(f"src batch {src.shape[0]} must be 1 or trg's {trg.shape[0]}")
         if self.paired:
-            return self.backbone.forward_pair(src, trg)  # type: ignore[operator]
-        if self.backbone_trg is not None:
-            return self._extract(self.backbone, src), self._extract(self.backbone_trg, trg)
-        both = self._extract(self.backbone, torch.cat([src, trg]))
-        return both[: src.shape[0]], both[src.shape[0]:]
+            fs, ft = self.backbone.forward_pair(src, trg)  # type: ignore[operator]
+        elif self.backbone_trg is not None:
+            fs, ft = self._extract(self.backbone, src), self._extract(self.backbone_trg, trg)
+        else:
+            both = self._extract(self.backbone, torch.cat([src, trg]))
+            fs, ft = both[: src.shape[0]], both[src.shape[0]:]
+        if min(fs.shape[-2:]) < 2:
+            raise InputError(f"images {list(src.shape[-2:])} give a {fs.shape[-2]} x {fs.shape[-1]} grid of features: CHM matches "
+                             "cells of a grid of at least 2 x 2 (the shipped model: images of at least 32 px; 112 px as trained)")
+        return fs, ft
 
     def correlate(self, src_feat: torch.Tensor, trg_feat: torch.Tensor, trg_scales: list[torch.Tensor] | None = None) -> torch.Tensor:
         """CHM correlation `[B, (2h)^2, (2h)^2]` of feature maps `[B, C, h, h]` (source cells as rows);

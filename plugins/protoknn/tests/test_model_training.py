@@ -181,3 +181,14 @@ def test_a_one_class_gallery_says_so_instead_of_naming_a_contrast_class() -> Non
     clf = ProtoKNNClassifier(torch.rand(3, 4), torch.tensor([2, 2, 2]))
     with pytest.raises(InputError, match="every gallery image is of the predicted class 2"):
         explain_profile(torch.rand(4), None, clf, None, None, 2)
+
+
+def test_profiles_refuse_images_outside_the_shipped_backbones_range() -> None:
+    torch.manual_seed(0)
+    net = ProtoKNNNet(SmallResNet(24).eval(), "layer4", 256, dim=8, prototypes=4, prototype_steps=5).eval()
+    x = torch.rand(2, 3, 112, 112)
+    assert net.profiles(x).shape == (2, 4)
+    with pytest.raises(InputError, match="divide by 255"):
+        net.profiles(x * 255)
+    with pytest.raises(InputError, match="1 channel"):
+        net.profiles(x[:, :1])

@@ -17,6 +17,7 @@ from torch import nn
 
 from xcorr_core.errors import InputError
 from xcorr_core.features import FeatureExtractor
+from xcorr_core.models import check_model_images, takes_unit_images
 
 from .prototypes import spread_prototypes
 
@@ -92,7 +93,10 @@ class ProtoKNNNet(nn.Module):
         return int(self.profile.prototypes.shape[0])
 
     def feature_map(self, images: torch.Tensor) -> torch.Tensor:
-        """Backbone map `[B, C, h, w]`; a layer without spatial extent is an error."""
+        """Backbone map `[B, C, h, w]`; a layer without spatial extent is an error. Images for a backbone
+        that takes [0, 1] RGB (the shipped ones, named models) are checked as the pipeline checks them."""
+        if takes_unit_images(self.backbone):
+            check_model_images(self.backbone, images)
         fmap = self._fx(images).maps[self.layer]
         if fmap.ndim != 4 or fmap.shape[-1] * fmap.shape[-2] < 2:
             raise InputError(f"layer {self.layer!r} gives {list(fmap.shape)}: ProtoKNN needs a spatial map [B, C, h, w] with h w >= 2")
