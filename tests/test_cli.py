@@ -67,6 +67,10 @@ def test_quick_demo_writes_report_figures_and_html(tmp_path: Path) -> None:
     assert vit["report"]["layout"] == {"kind": "tokens", "prefix_tokens": 1, "grid": [7, 7]}
     assert vit["report"]["methods"] == ["knn"] and 0 < vit["report"]["test"]["knn"]["top1_accuracy"] <= 1
     assert any("plugins/pairx" in m for m in vit["report"]["skipped"]) and "Skipped" in html
+    # no plugin is loaded in the core's tests: every project plugin's section is listed as skipped, with its install
+    skipped = {s["plugin"]: s for s in report["skipped_sections"]}
+    assert set(skipped) == {"emd_corr", "chm_corr", "cgc", "human_team_sim", "pairx", "protoknn", "scc_counterfactual"}
+    assert skipped["pairx"]["install"].startswith("pip install plugins/pairx") and "Sections skipped" in html
 
 
 def test_plugins_lists_named_models(capsys) -> None:
@@ -85,3 +89,12 @@ def test_plugins_lists_named_models(capsys) -> None:
 
     listed = {p["name"]: p["models"] for p in json.loads(capsys.readouterr().out)}
     assert listed["named_model_plugin"] == ["cli_test_model"]
+
+
+def test_the_demo_knows_each_project_plugins_section(all_plugins) -> None:
+    """The skipped-section list names the titles the installed plugins register (and nothing is skipped then)."""
+    from xcorr_core.demo import PROJECT_PLUGINS, _skipped_sections
+
+    registered = {p: t for p, t, _ in registry.demo_sections() if p in PROJECT_PLUGINS}
+    assert registered == {p: PROJECT_PLUGINS[p] for p in registered}
+    assert [s["plugin"] for s in _skipped_sections()] == [p for p in PROJECT_PLUGINS if p not in registered]

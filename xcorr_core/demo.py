@@ -151,9 +151,13 @@ def _reid_section(ctx: DemoContext) -> DemoSection:
                        html=f"<p>First photo of each test individual as query, the others as gallery: recall@1 {r1:.1%}, recall@5 {r5:.1%}.</p>")
 
 
-def _write_html(out: Path, sections: list[DemoSection], card: dict[str, Any]) -> None:
+def _write_html(out: Path, sections: list[DemoSection], card: dict[str, Any], skipped: list[dict[str, str]] | None = None) -> None:
     parts = [f"<h1>xcorr demo</h1><p>xcorr-core {__version__}. Plugins: "
              + html.escape(", ".join(f"{p.name} {p.version}" + (" (FAILED)" if p.error else "") for p in registry.plugins())) + "</p>"]
+    if skipped:
+        items = "".join(f"<li>{html.escape(s['section'])}: plugin <code>{html.escape(s['plugin'])}</code> {html.escape(s['why'])}; "
+                        f"<code>{html.escape(s['install'])}</code></li>" for s in skipped)
+        parts.append(f"<div class='err'><b>Sections skipped</b><ul>{items}</ul></div>")
     if card:
         parts.append("<details><summary>Shipped models</summary><pre>" + html.escape(json.dumps(card, indent=2)) + "</pre></details>")
     for s in sections:
@@ -168,6 +172,26 @@ def _write_html(out: Path, sections: list[DemoSection], card: dict[str, Any]) ->
              "th{background:#f3f3f3}img{max-width:100%;border:1px solid #eee}.err{color:#b00;background:#fee;padding:8px}")
     doc = f"<!doctype html><html><head><meta charset='utf-8'><title>xcorr demo</title><style>{style}</style></head><body>{''.join(parts)}</body></html>"
     atomic_write(out / "index.html", lambda f: f.write(doc.encode()))
+
+
+#: the project's own plugins and the demo section each adds (shown as skipped, with the install, when missing)
+PROJECT_PLUGINS: dict[str, str] = {
+    "emd_corr": "EMD-Corr vs kNN", "chm_corr": "CHM-Corr and CHM-Corr+ vs kNN and EMD-Corr", "cgc": "CGC on SynthBirds",
+    "human_team_sim": "Human-AI teams (CUB study)", "pairx": "PAIR-X on SynthHerd", "protoknn": "ProtoKNN on SynthBirds",
+    "scc_counterfactual": "Semantically consistent counterfactuals on SynthBirds",
+}
+
+
+def _skipped_sections() -> list[dict[str, str]]:
+    """The project plugins' sections this demo cannot show: not installed, or failed to load (with the install that adds them)."""
+    loaded = {p.name: p for p in registry.plugins()}
+    out = []
+    for name, title in PROJECT_PLUGINS.items():
+        p = loaded.get(name)
+        if p is None or p.error:
+            out.append({"plugin": name, "section": title, "why": "failed to load: " + str(p.error) if p is not None else "not installed",
+                        "install": f"pip install plugins/{name}  (from the xcorr source tree)"})
+    return out
 
 
 def run_demo(out: str | Path = "demo-out", *, progress: bool | None = None, quick: bool = False) -> dict[str, Any]:
@@ -209,8 +233,12 @@ def run_demo(out: str | Path = "demo-out", *, progress: bool | None = None, quic
         sec.seconds = round(time.perf_counter() - ts, 1)
         _log(f"[{i}/{len(todo)}] {title}: {'failed' if sec.error else 'done'} in {sec.seconds} s")
         sections.append(sec)
+    skipped = _skipped_sections()
+    for sk in skipped:
+        _log(f"section {sk['section']!r} skipped: plugin {sk['plugin']} {sk['why']}; {sk['install']}")
     report = {
         "xcorr_core": __version__,
+        "skipped_sections": skipped,
         "plugins": [p.model_dump(exclude={"components"}) | {"components": [c.name for c in p.components]} for p in registry.plugins()],
         "models": model_card(),
         "sections": [s.model_dump(exclude={"html"}) for s in sections],
@@ -218,6 +246,6 @@ def run_demo(out: str | Path = "demo-out", *, progress: bool | None = None, quic
         "seconds": round(time.perf_counter() - t0, 1),
     }
     atomic_write(out / "report.json", lambda f: f.write(json.dumps(report, indent=2, default=str).encode()))
-    _write_html(out, sections, model_card())
+    _write_html(out, sections, model_card(), skipped)
     _log(f"wrote {out / 'report.json'}, {out / 'index.html'} and {sum(len(s.figures) for s in sections)} figures in {report['seconds']} s")
     return report
