@@ -145,6 +145,25 @@ def test_sharded_store_in_the_cells_layout(n: int, shard_rows: int, dtype: str, 
     torch.testing.assert_close(store.get(pos), maps[pos], rtol=1e-3 if half else 1e-6, atol=1e-3 if half else 1e-5)
 
 
+def test_edited_descriptions_are_refused(tmp_path: Path) -> None:
+    """Issue 27 item 6: a hand-edited shard_rows in store.json raised IndexError; descriptions carry their own checksum."""
+    w = ShardedStoreWriter(tmp_path / "s", 12, (4, 2, 2), shard_rows=5)
+    w.write(0, torch.randn(12, 4, 2, 2))
+    w.finalize()
+    meta_path = tmp_path / "s" / "store.json"
+    meta = json.loads(meta_path.read_text())
+    assert "self_sha256" in meta
+    meta_path.write_text(json.dumps(dict(meta, shard_rows=3)))
+    with pytest.raises(IndexFileError, match="edited or is corrupt"):
+        ShardedStore.open(tmp_path / "s")
+    del meta["self_sha256"]  # a description from before seals: the structure is still checked
+    meta_path.write_text(json.dumps(dict(meta, shard_rows=3)))
+    with pytest.raises(IndexFileError, match="shard_rows=3 does not match"):
+        ShardedStore.open(tmp_path / "s")
+    meta_path.write_text(json.dumps(meta))
+    assert len(ShardedStore.open(tmp_path / "s")) == 12
+
+
 def test_cells_layout_side_file_is_checked(tmp_path: Path) -> None:
     maps = torch.randn(12, 4, 2, 2)
     w = ShardedStoreWriter(tmp_path / "s", 12, (4, 2, 2), shard_rows=5, layout="cells")
@@ -464,6 +483,10 @@ def test_cli_run_and_index_commands(local_run: Path, tmp_path: Path, capsys: pyt
     assert "hnsw" in out and "ef_search=64" in out
     meta = json.loads((tmp_path / "G" / "gallery.json").read_text())
     assert meta["n"] == 144 and meta["map_shape"] == [256, 7, 7]
+    (tmp_path / "G" / "gallery.json").write_text(json.dumps(dict(meta, num_classes=99)))  # an edited field
+    with pytest.raises(IndexFileError, match="edited or is corrupt"):
+        open_gallery(tmp_path / "G")
+    (tmp_path / "G" / "gallery.json").write_text(json.dumps(meta))
     (tmp_path / "G" / "gallery.index").write_bytes(b"x")
     assert main(["index", "eval", str(tmp_path / "G")]) == 2
     # IVF-PQ re-scoring from the gallery's vectors.npy: a shortlist of 10 x 27 >= 264 rows is exact (PQ trains on >= 256)

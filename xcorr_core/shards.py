@@ -33,7 +33,7 @@ import torch
 
 from .cells import CellMaps
 from .errors import IndexFileError, InputError
-from .fileio import atomic_write
+from .fileio import atomic_write, check_seal, sealed
 
 __all__ = ["ShardedStore", "ShardedStoreWriter"]
 
@@ -176,7 +176,7 @@ class ShardedStoreWriter:
         crc_path = atomic_write(self.path / "crc32.npy", lambda f: np.save(f, self._crc, allow_pickle=False))
         meta = {"format": _FORMAT, "layout": self.layout, "layer": self.layer, "shape": [self.n, *self.map_shape], "dtype": self.dtype,
                 "shard_rows": self.shard_rows, "shards": shards, "crc32_sha256": hashlib.sha256(crc_path.read_bytes()).hexdigest()}
-        atomic_write(self.path / "store.json", lambda f: f.write(json.dumps(meta, indent=1).encode()))
+        atomic_write(self.path / "store.json", lambda f: f.write(json.dumps(sealed(meta), indent=1).encode()))
         return ShardedStore.open(self.path)
 
 
@@ -209,6 +209,7 @@ class ShardedStore:
             raise IndexFileError(f"{meta_path} is not valid JSON: {exc}") from exc
         if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
             raise IndexFileError(f"{meta_path} is not an xcorr sharded store description")
+        check_seal(meta, meta_path)
         if meta.get("layout", "maps") not in ("maps", "cells") or meta.get("dtype") not in _DTYPES:
             raise IndexFileError(f"{meta_path} names an unknown layout {meta.get('layout')!r} or dtype {meta.get('dtype')!r}")
         crc_path = path / "crc32.npy"
@@ -219,9 +220,11 @@ class ShardedStore:
         if hashlib.sha256(raw).hexdigest() != meta.get("crc32_sha256"):
             raise IndexFileError(f"{crc_path} does not match its checksum in store.json: the file is corrupt")
         crc = np.load(crc_path, allow_pickle=False)
-        n = meta["shape"][0]
+        n, per = meta["shape"][0], meta.get("shard_rows")
         if crc.shape != (n,) or sum(s["rows"] for s in meta["shards"]) != n:
             raise IndexFileError(f"{path}: the description's {n} rows do not match its shards / checksums")
+        if not isinstance(per, int) or per < 1 or [s["rows"] for s in meta["shards"]] != [min(per, n - i * per) for i in range(-(-n // per))]:
+            raise IndexFileError(f"{meta_path}: shard_rows={per!r} does not match its shards' rows: the description was edited")
         row_shape, aux_shape = _row_shapes(meta.get("layout", "maps"), tuple(meta["shape"][1:]))
         row_bytes = int(np.prod(row_shape)) * np.dtype(_DTYPES[meta["dtype"]]).itemsize
         for s in meta["shards"]:

@@ -27,7 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import IndexFileError, InputError
-from ..fileio import atomic_write
+from ..fileio import atomic_write, check_seal, sealed
 from ..index import GalleryIndex
 from ..shards import ShardedStore, ShardedStoreWriter
 from ..sources import load_source
@@ -54,9 +54,9 @@ def _read_info(folder: Path) -> dict[str, Any] | None:
         info = json.loads(path.read_text())
     except ValueError as exc:
         raise IndexFileError(f"{path} is not valid JSON: {exc}") from exc
-    if info.get("format") != GALLERY_FORMAT:
+    if not isinstance(info, dict) or info.get("format") != GALLERY_FORMAT:
         raise IndexFileError(f"{path} is not an xcorr gallery description")
-    return info
+    return check_seal(info, path)
 
 
 def build_gallery(job: JobSpec, folder: str | Path, executor: Any, *, data: Any = None, progress: bool | None = None,
@@ -144,7 +144,7 @@ def build_gallery(job: JobSpec, folder: str | Path, executor: Any, *, data: Any 
             "seconds": {"features": round(t_feat, 3), "index": round(t_index, 3)}, "bytes": {
                 "index": (folder / "gallery.index").stat().st_size, "vectors": vec_path.stat().st_size,
                 "store": store.nbytes if store is not None else 0}}
-    atomic_write(folder / "gallery.json", lambda f: f.write(json.dumps(info, indent=1).encode()))
+    atomic_write(folder / "gallery.json", lambda f: f.write(json.dumps(sealed(info), indent=1).encode()))
     return info
 
 
