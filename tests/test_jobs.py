@@ -145,6 +145,19 @@ def test_sharded_store_in_the_cells_layout(n: int, shard_rows: int, dtype: str, 
     torch.testing.assert_close(store.get(pos), maps[pos], rtol=1e-3 if half else 1e-6, atol=1e-3 if half else 1e-5)
 
 
+def test_index_build_without_pyarrow_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 27 item 6: `xcorr index build` without pyarrow left an empty --out folder behind."""
+    import sys
+
+    from xcorr_core.cli import main
+
+    spec = tmp_path / "job.yaml"
+    spec.write_text(json.dumps(SMALL))
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # import pyarrow now raises ImportError
+    assert main(["index", "build", str(spec), "--out", str(tmp_path / "G"), "--no-progress"]) == 2
+    assert not (tmp_path / "G").exists()
+
+
 def test_edited_descriptions_are_refused(tmp_path: Path) -> None:
     """Issue 27 item 6: a hand-edited shard_rows in store.json raised IndexError; descriptions carry their own checksum."""
     w = ShardedStoreWriter(tmp_path / "s", 12, (4, 2, 2), shard_rows=5)

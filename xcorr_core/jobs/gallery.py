@@ -64,8 +64,10 @@ def build_gallery(job: JobSpec, folder: str | Path, executor: Any, *, data: Any 
     """Build (or, with ``reuse``, keep an up-to-date) gallery for ``job`` in ``folder``; its description.
 
     ``data`` overrides ``job.gallery`` with a Dataset object (the Python API)."""
+    from .table import require_pyarrow
     from .worker import FeatureWorker
 
+    require_pyarrow()  # the workers hand back Arrow tables: say so before anything is written
     folder = Path(folder)
     fp = job.gallery_fingerprint()
     info = _read_info(folder) if folder.is_dir() else None
