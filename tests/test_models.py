@@ -80,3 +80,17 @@ def test_shipped_models_are_small_and_accurate() -> None:
     assert recall_at_1(herd, SynthHerd("test", individuals=20, progress=False)) > 0.5  # chance is 5/119
     with pytest.raises(InputError, match="shipped"):
         load_pretrained("cats")  # type: ignore[arg-type]
+
+
+def test_every_shipped_weight_file_is_package_data() -> None:
+    """Issue 27 item 7: the core wheel left out weights/model_card.json (pyproject's package-data), so a
+    wheel-installed demo wrote no model block. Every file in xcorr_core/weights must match a pattern."""
+    import fnmatch
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["xcorr_core"]
+    files = [p.relative_to(root / "xcorr_core").as_posix() for p in (root / "xcorr_core" / "weights").iterdir() if p.is_file()]
+    assert "weights/model_card.json" in files and "weights/birds_vit.pt" in files
+    assert [f for f in files if not any(fnmatch.fnmatch(f, pat) for pat in patterns)] == []
