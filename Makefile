@@ -8,7 +8,10 @@ STAMP := $(VENV)/.xcorr-installed
 OUT ?= demo-out
 export NO_MKDOCS_2_WARNING := 1
 
-.PHONY: demo test venv docs bench clean
+WHEELS := .wheels
+WHEEL_VENV := .venv-wheels
+
+.PHONY: demo test venv docs bench clean check-wheels
 
 venv: $(STAMP)
 
@@ -24,6 +27,15 @@ test: $(STAMP)
 	$(PY) -m pytest tests
 	@set -e; for p in $(PLUGIN_DIRS); do echo "== plugin $$p"; (cd $$p && ../../$(PY) -m pytest tests); done
 	$(VENV)/bin/mkdocs build --strict --quiet -d $(VENV)/site
+
+# Build every wheel, install them (not editable) into a fresh venv, and check the installation
+# from outside the source tree: what `pip install` of the packages gives a user.
+check-wheels: $(STAMP)
+	rm -rf $(WHEELS) $(WHEEL_VENV)
+	$(PIP) wheel --disable-pip-version-check -q --no-deps --no-build-isolation -w $(WHEELS) . $(PLUGIN_DIRS)
+	$(PYTHON) -m venv $(WHEEL_VENV)
+	$(WHEEL_VENV)/bin/python -m pip install --disable-pip-version-check -q -c constraints-dev.txt $(WHEELS)/*.whl
+	cd $$(mktemp -d) && $(abspath $(WHEEL_VENV))/bin/python $(abspath scripts/check_installed.py) $(abspath .)
 
 docs: $(STAMP)
 	$(VENV)/bin/mkdocs build --strict -d site
@@ -41,4 +53,4 @@ bench: $(STAMP)
 	@if $(PY) -c "import timm, xcorr_emd_corr, xcorr_pairx" 2>/dev/null; then $(PY) benchmarks/bench_vit.py; fi
 
 clean:
-	rm -rf $(VENV) site $(OUT)
+	rm -rf $(VENV) site $(OUT) $(WHEELS) $(WHEEL_VENV)
