@@ -18,7 +18,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .errors import ModelForwardError, InputError, LayerNotFoundError
-from .layouts import Layout, LayoutError, Pooling, detect_layout, first_tensor, from_grid, pool, prefix_of, replace_first, to_grid
+from .layouts import CapturedAll, GridCapture, Layout, LayoutError, Pooling, model_output, pool, prefix_of
 from .results import Tensor, TensorModel
 from .validation import check_tensor
 
@@ -52,10 +52,6 @@ class Features(TensorModel):
 def layer_names(model: nn.Module) -> list[str]:
     """Every dotted module name of ``model`` that a `FeatureExtractor` accepts."""
     return [n for n, _ in model.named_modules() if n]
-
-
-class _Stop(Exception):
-    """Raised inside a hook once every requested layer is captured."""
 
 
 class FeatureExtractor:
@@ -107,7 +103,7 @@ class FeatureExtractor:
             raise InputError(f"pooling must be 'auto', 'mean', 'cls' or 'output', got {pooling!r}")
         self.pooling: Pooling = pooling
         self._given = self._layouts(layout)
-        self._detected: dict[tuple[str, tuple[int, ...], tuple[int, int]], Layout] = {}
+        self._detected: dict[tuple[Any, ...], Layout] = {}  # layouts detected so far (see GridCapture)
 
     def _layouts(self, layout: str | Layout | dict[str, Any]) -> dict[str, Layout]:
         """The given layout of each layer (kind ``auto`` where nothing is given)."""
@@ -125,13 +121,6 @@ class FeatureExtractor:
             one = Layout.model_validate(layout)
             return {n: one for n in self.layers}
         raise InputError(f"layout must be 'auto', a Layout, or a dict, got {type(layout).__name__}")
-
-    def layout_of(self, name: str, out: torch.Tensor, input_size: tuple[int, int], batch: int) -> Layout:
-        """The layout layer ``name``'s output ``out`` is read as (detected once per shape)."""
-        key = (name, tuple(out.shape[1:]) if out.ndim != 3 else tuple(out.shape), input_size)
-        if key not in self._detected:
-            self._detected[key] = detect_layout(self.model, out, input_size, batch, given=self._given[name], layer=name)
-        return self._detected[key]
 
     def _param_dtype(self) -> torch.dtype | None:
         p = next((p for p in self.model.parameters() if p.is_floating_point()), None)
@@ -153,56 +142,23 @@ class FeatureExtractor:
         dev = self._param_device()
         if dev is not None and dev != images.device:
             raise InputError(f"images are on {images.device} but the model is on {dev}")
-        raw: dict[str, torch.Tensor] = {}
-        maps: dict[str, torch.Tensor] = {}
-        layouts: dict[str, Layout] = {}
         want_output = return_output or self.pooling == "output"
-        stop = self.stop_early and not want_output
-        wanted = len(self.layers)
-        seen: dict[str, tuple[int, ...]] = {"size": tuple(images.shape)}
-        rebuild = self.grad and torch.is_grad_enabled()
-
-        def see_input(_m: nn.Module, args: tuple) -> None:
-            # after the model's own pre-hooks (e.g. a resize to its input size): the size its layers see
-            x = args[0] if args else None
-            if isinstance(x, torch.Tensor) and x.ndim == 4:
-                seen["size"] = tuple(x.shape)
-
-        def make_hook(name: str):
-            def hook(_m: nn.Module, _inp: Any, out: Any) -> Any:
-                t = first_tensor(out, name)
-                size = seen["size"]
-                layout = self.layout_of(name, t, (int(size[2]), int(size[3])), int(size[0]))
-                grid = to_grid(t, layout)
-                raw[name], maps[name], layouts[name] = t, grid, layout
-                if stop and len(maps) == wanted:
-                    raise _Stop
-                if rebuild and layout.kind not in ("channels_first", "vector"):
-                    # the rest of the model runs on the grid (same values), so gradients w.r.t. maps[name] exist
-                    return replace_first(out, from_grid(grid, t, layout))
-                return None
-
-            return hook
-
-        handles = [self.model.register_forward_pre_hook(see_input)]
-        handles += [m.register_forward_hook(make_hook(n)) for n, m in self._modules.items()]
+        capture = GridCapture(self.model, self.layers, self._given, rebuild=self.grad and torch.is_grad_enabled(),
+                              stop=self.stop_early and not want_output, cache=self._detected)
         output = None
-        try:
-            with torch.set_grad_enabled(self.grad and torch.is_grad_enabled()):
-                try:
-                    output = self.model(images)
-                except _Stop:
-                    pass
-                except RuntimeError as exc:
-                    raise ModelForwardError(f"{type(self.model).__name__} failed on images {list(images.shape)} {images.dtype}: {exc}") from exc
-        finally:
-            for h in handles:
-                h.remove()
+        with capture, torch.set_grad_enabled(self.grad and torch.is_grad_enabled()):
+            try:
+                output = self.model(images)
+            except CapturedAll:
+                pass
+            except RuntimeError as exc:
+                raise ModelForwardError(f"{type(self.model).__name__} failed on images {list(images.shape)} {images.dtype}: {exc}") from exc
+        raw, maps, layouts = capture.raw, capture.grids, capture.layouts
         missing = [n for n in self.layers if n not in maps]
         if missing:
             raise InputError(f"layers {missing} were not executed by the model's forward pass")
         maps = {n: maps[n] for n in self.layers}
-        out_t = _model_output(output) if want_output else None
+        out_t = model_output(output) if want_output else None
         if self.pooling == "output":
             if out_t is None or out_t.ndim != 2:
                 raise LayoutError(f"pooling 'output' needs the model to output vectors [B, D]; {type(self.model).__name__} gave "
@@ -274,21 +230,6 @@ class FeatureExtractor:
             maps={n: torch.cat(v) for n, v in maps.items()},
             pooled={n: torch.cat(v) for n, v in pooled.items()},
         )
-
-
-def _model_output(output: Any) -> torch.Tensor | None:
-    """The model's output as one tensor: a tensor; an embedding model's ``image_embeds`` /
-    ``pooler_output`` (Hugging Face); else the first tensor of a tuple or output object."""
-    if output is None or isinstance(output, torch.Tensor):
-        return output
-    for key in ("image_embeds", "pooler_output"):
-        v = output.get(key) if isinstance(output, dict) else None
-        if isinstance(v, torch.Tensor):
-            return v
-    try:
-        return first_tensor(output)
-    except InputError:
-        return None
 
 
 def _batches(data: Any, batch_size: int, num_workers: int) -> tuple[Iterable[Any], int | None]:

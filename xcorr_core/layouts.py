@@ -25,7 +25,7 @@ from torch import nn
 from .components import StrictConfig
 from .errors import InputError
 
-__all__ = ["Layout", "LayoutError", "Pooling", "detect_layout", "first_tensor", "to_grid", "from_grid", "replace_first", "GridCapture", "prefix_of", "pool", "prefix_tokens", "patch_size"]
+__all__ = ["Layout", "LayoutError", "Pooling", "detect_layout", "first_tensor", "to_grid", "from_grid", "replace_first", "GridCapture", "CapturedAll", "model_output", "prefix_of", "pool", "prefix_tokens", "patch_size"]
 
 Pooling = Literal["auto", "mean", "cls", "output"]
 _KINDS = ("channels_first", "channels_last", "tokens", "tokens_seq_first", "vector")
@@ -248,47 +248,95 @@ def replace_first(out: Any, new: torch.Tensor) -> Any:
     return type(out)([*out[:i], new, *out[i + 1:]]) if isinstance(out, list) else (*out[:i], new, *out[i + 1:])
 
 
-class GridCapture:
-    """Hooks that capture one layer's output as a grid `[B, C, h, w]` at every forward, for explainers
-    that differentiate w.r.t. it: the rest of the model then runs on (a rebuild of) that grid, equal in
-    value, so gradients w.r.t. the grid exist whatever the layout. Use as a context manager; the hooks
-    are removed on exit. ``grid`` holds the last forward's grid, ``layout`` its `Layout`."""
+class CapturedAll(Exception):
+    """Raised inside a forward hook once every layer a `GridCapture` with ``stop=True`` wants is read."""
 
-    def __init__(self, model: nn.Module, layer: str, layout: Layout | None = None) -> None:
-        self.model, self.layer, self.given = model, layer, layout
-        self.module = dict(model.named_modules())[layer]
-        self.grid: torch.Tensor | None = None
-        self.layout: Layout | None = None
+
+class GridCapture:
+    """Forward hooks that read the outputs of ``layers`` as grids `[B, C, h, w]` at every forward of
+    ``model``: the one capture mechanism of `FeatureExtractor` and of explainers that differentiate
+    w.r.t. a layer. A pre-hook on the model records the input size its layers see (after the model's
+    own pre-hooks, e.g. a resize). Use as a context manager; every hook is removed on exit.
+
+    Args:
+        layouts: layer name -> the given `Layout` (kind ``auto`` or missing: detected; see `detect_layout`).
+        rebuild: the rest of the model runs on (a rebuild of) each grid, equal in value, so gradients
+            w.r.t. the grids exist whatever the layout (channels-first outputs are the grid already).
+        stop: raise `CapturedAll` once every layer is read (ends the forward early).
+        cache: a dict of detected layouts kept across calls (keyed by layer, output shape, input shape).
+
+    After a forward: ``raw`` (the layers' output tensors), ``grids`` and ``layouts``, by layer name.
+    """
+
+    def __init__(self, model: nn.Module, layers: str | list[str], layouts: dict[str, Layout] | None = None, *, rebuild: bool = True,
+                 stop: bool = False, cache: dict[tuple[Any, ...], Layout] | None = None) -> None:
+        self.model, self.layers = model, [layers] if isinstance(layers, str) else list(layers)
+        modules = dict(model.named_modules())
+        self._modules = {n: modules[n] for n in self.layers}
+        self.given, self.rebuild, self.stop = layouts or {}, rebuild, stop
+        self.cache: dict[tuple[Any, ...], Layout] = cache if cache is not None else {}
+        self.raw: dict[str, torch.Tensor] = {}
+        self.grids: dict[str, torch.Tensor] = {}
+        self.layouts: dict[str, Layout] = {}
         self._size: tuple[int, ...] = ()
         self._handles: list[Any] = []
+
+    @property
+    def grid(self) -> torch.Tensor | None:
+        """The first layer's grid of the last forward (None before one)."""
+        return self.grids.get(self.layers[0])
 
     def _pre(self, _m: nn.Module, args: tuple) -> None:
         x = args[0] if args else None
         if isinstance(x, torch.Tensor) and x.ndim == 4:
             self._size = tuple(x.shape)
 
-    def _post(self, _m: nn.Module, _i: Any, out: Any) -> Any:
-        t = first_tensor(out, self.layer)
-        if not self._size:
-            raise LayoutError(f"the model's input was not seen before layer {self.layer!r}; {_HINT}")
-        size = self._size
-        if self.layout is None or self._key != (tuple(t.shape), size):
-            self.layout = detect_layout(self.model, t, (int(size[2]), int(size[3])), int(size[0]), given=self.given, layer=self.layer)
-            self._key = (tuple(t.shape), size)
-        self.grid = to_grid(t, self.layout)
-        if self.layout.kind in ("channels_first", "vector"):
+    def _hook(self, name: str) -> Any:
+        def post(_m: nn.Module, _i: Any, out: Any) -> Any:
+            t = first_tensor(out, name)
+            if not self._size:
+                raise LayoutError(f"the model's input was not seen before layer {name!r}; {_HINT}")
+            key = (name, tuple(t.shape), self._size)
+            if key not in self.cache:
+                size = self._size
+                self.cache[key] = detect_layout(self.model, t, (int(size[2]), int(size[3])), int(size[0]), given=self.given.get(name),
+                                                layer=name)
+            layout = self.cache[key]
+            grid = to_grid(t, layout)
+            self.raw[name], self.grids[name], self.layouts[name] = t, grid, layout
+            if self.stop and len(self.grids) == len(self.layers):
+                raise CapturedAll
+            if self.rebuild and layout.kind not in ("channels_first", "vector"):
+                return replace_first(out, from_grid(grid, t, layout))
             return None
-        return replace_first(out, from_grid(self.grid, t, self.layout))
+
+        return post
 
     def __enter__(self) -> "GridCapture":
-        self._key: tuple[Any, ...] = ()
-        self._handles = [self.model.register_forward_pre_hook(self._pre), self.module.register_forward_hook(self._post)]
+        self.raw, self.grids, self.layouts, self._size = {}, {}, {}, ()
+        self._handles = [self.model.register_forward_pre_hook(self._pre)]
+        self._handles += [m.register_forward_hook(self._hook(n)) for n, m in self._modules.items()]
         return self
 
     def __exit__(self, *exc: Any) -> None:
         for h in self._handles:
             h.remove()
         self._handles = []
+
+
+def model_output(output: Any) -> torch.Tensor | None:
+    """A model's output as one tensor: a tensor; an embedding model's ``image_embeds`` /
+    ``pooler_output`` (Hugging Face); else the first tensor of a tuple or output object (None if none)."""
+    if output is None or isinstance(output, torch.Tensor):
+        return output
+    for key in ("image_embeds", "pooler_output"):
+        v = output.get(key) if isinstance(output, dict) else None
+        if isinstance(v, torch.Tensor):
+            return v
+    try:
+        return first_tensor(output)
+    except InputError:
+        return None
 
 
 def pool(out: torch.Tensor, layout: Layout, how: Pooling = "auto", *, model: nn.Module | None = None) -> torch.Tensor:

@@ -122,20 +122,15 @@ def _composite_and_engine(model: nn.Module, composite: Any | None, engine: str) 
 
 
 def _embedding(out: Any) -> torch.Tensor:
-    """The embedding `[B, D]` a model returns: a tensor, or a Hugging Face output's ``image_embeds`` /
-    ``pooler_output`` (else its first tensor)."""
-    if isinstance(out, torch.Tensor):
-        emb = out
-    else:
-        emb = next((out[k] for k in ("image_embeds", "pooler_output") if isinstance(out, dict) and isinstance(out.get(k), torch.Tensor)),
-                   None)
-        if emb is None:
-            from xcorr_core.layouts import first_tensor
+    """The embedding `[B, D]` a model returns (a tensor, or a Hugging Face output's ``image_embeds`` /
+    ``pooler_output``: `xcorr_core.layouts.model_output`)."""
+    from xcorr_core.layouts import model_output
 
-            emb = first_tensor(out)
-    if emb.ndim != 2:
-        raise xc.InputError(f"PAIR-X explains a model that maps images to embeddings [B, D]; this one returns {list(emb.shape)}: "
-                            "wrap it so it returns the pooled embedding (e.g. a CLS token, or num_classes=0 for timm)")
+    emb = model_output(out)
+    if emb is None or emb.ndim != 2:
+        raise xc.InputError(f"PAIR-X explains a model that maps images to embeddings [B, D]; this one returns "
+                            f"{list(emb.shape) if emb is not None else type(out).__name__}: wrap it so it returns the pooled "
+                            "embedding (e.g. a CLS token, or num_classes=0 for timm)")
     return emb
 
 
