@@ -29,11 +29,13 @@ test: $(STAMP)
 	$(VENV)/bin/mkdocs build --strict --quiet -d $(VENV)/site
 
 # Build every wheel, install them (not editable) into a fresh venv, and check the installation
-# from outside the source tree: what `pip install` of the packages gives a user.
+# from outside the source tree: what `pip install` of the packages gives a user. The third-party
+# dependencies are linked from .venv, not installed a second time (6 GB; see scripts/share_deps.py).
 check-wheels: $(STAMP)
 	rm -rf $(WHEELS) $(WHEEL_VENV)
 	$(PIP) wheel --disable-pip-version-check -q --no-deps --no-build-isolation -w $(WHEELS) . $(PLUGIN_DIRS)
 	$(PYTHON) -m venv $(WHEEL_VENV)
+	$(PY) scripts/share_deps.py $(VENV) $(WHEEL_VENV)
 	$(WHEEL_VENV)/bin/python -m pip install --disable-pip-version-check -q -c constraints-dev.txt $(WHEELS)/*.whl
 	cd $$(mktemp -d) && $(abspath $(WHEEL_VENV))/bin/python $(abspath scripts/check_installed.py) $(abspath .)
 
