@@ -53,6 +53,7 @@ bench: $(STAMP)
 	@if $(PY) -c "import xcorr_protoknn" 2>/dev/null; then $(PY) benchmarks/bench_protoknn.py; fi
 	@if $(PY) -c "import xcorr_cgc" 2>/dev/null; then $(PY) benchmarks/bench_cgc.py; fi
 	@if $(PY) -c "import timm, xcorr_emd_corr, xcorr_pairx" 2>/dev/null; then $(PY) benchmarks/bench_vit.py; fi
+	@if $(PY) -c "import xcorr_human_team_sim" 2>/dev/null; then $(PY) benchmarks/bench_team.py; fi
 
 clean:
 	rm -rf $(VENV) site $(OUT) $(WHEELS) $(WHEEL_VENV)

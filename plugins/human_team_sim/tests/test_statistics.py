@@ -44,7 +44,8 @@ def test_model1_by_hand() -> None:
 
 def test_mann_whitney_exact_by_enumeration() -> None:
     x, y = np.array([0.9, 0.7, 0.8]), np.array([0.1, 0.75, 0.3, 0.2])
-    u, p = mann_whitney(x, y, "exact")
+    u, p, used = mann_whitney(x, y, "exact")
+    assert used == "exact" and mann_whitney(x, y) == (u, p, "exact")  # auto: no ties, small -> exact
     assert u == 11  # pairs (xi > yj): 0.9 beats 4, 0.7 beats 3, 0.8 beats 4
     pooled = np.concatenate([x, y])
     us = []

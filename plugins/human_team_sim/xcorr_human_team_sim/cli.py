@@ -22,7 +22,9 @@ def add_command(subparsers: Any) -> None:
     p.add_argument("--threshold", help="fixed thresholds per AI method to report, e.g. 'resnet=0.45,knn=0.45'")
     p.add_argument("--n-pick", type=int, help="AI items the authors' split search picks T on (default 1000, scaled down for small sets)")
     p.add_argument("--n-report", type=int, help="AI items it reports on (default 4000, or what is left)")
-    p.add_argument("--test", choices=["exact", "asymptotic", "permutation"], default="exact", help="Mann-Whitney method")
+    p.add_argument("--test", choices=["auto", "exact", "asymptotic", "permutation"], default="auto",
+                   help="Mann-Whitney method (default auto: exact without ties on small samples, else normal approximation "
+                        "with tie correction; the report names the method each p came from)")
     p.add_argument("--correction", choices=["none", "bonferroni", "holm", "bh"], default="holm")
     p.add_argument("--boot", type=int, default=2000, help="bootstrap replicates")
     p.add_argument("--out", default="team-out", help="folder for team.json and team_curves.png")

@@ -15,6 +15,7 @@ import gzip
 import io
 import pickle  # only through _ArraysOnly: never a plain pickle.load
 import zlib
+from array import array
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import resources
@@ -85,13 +86,17 @@ class TrialRow(BaseModel):
 
 
 class TrialTable:
-    """Trials as aligned numpy arrays (length T), with users and arms coded as integers.
+    """Trials as aligned numpy arrays (length T), with users, arms and queries coded as integers.
+
+    Columnar, so that a study of a million trials takes tens of MB and `subset` is a numpy slice:
+    no per-trial Python object is kept. Build one with `from_columns` (or from a list of
+    `TrialRow`, for small hand-made tables).
 
     Attributes:
-        users: user ids; ``user[t]`` indexes it.
-        arms: arm names; ``arm[t]`` indexes it.
+        users: user ids, sorted; ``user[t]`` indexes it.
+        arms: arm names in order of first appearance; ``arm[t]`` indexes it.
         user, arm: int `[T]`.
-        query: list of T query names.
+        queries: query names; ``query_code[t]`` indexes it (``query`` gives the T names).
         ai_correct, user_correct: bool `[T]`.
         confidence: float `[T]`, the AI confidence shown.
     """
@@ -99,23 +104,71 @@ class TrialTable:
     def __init__(self, rows: list[TrialRow], source: str = "") -> None:
         if not rows:
             raise InputError(f"no trials in {source or 'the table'}")
+        self._set(source, [r.user for r in rows], [r.arm for r in rows], [r.query for r in rows],
+                  np.array([r.ai_correct for r in rows], dtype=bool), np.array([r.confidence for r in rows], dtype=np.float64),
+                  np.array([r.user_correct for r in rows], dtype=bool))
+
+    @classmethod
+    def from_columns(cls, user: list[str] | np.ndarray, arm: list[str] | np.ndarray, query: list[str] | np.ndarray,
+                     ai_correct: np.ndarray, confidence: np.ndarray, user_correct: np.ndarray, source: str = "") -> "TrialTable":
+        """A table from T-long columns of ids/names (str) and values; checks lengths and ranges."""
+        n = len(user)
+        if n == 0:
+            raise InputError(f"no trials in {source or 'the table'}")
+        if not all(len(c) == n for c in (arm, query, ai_correct, confidence, user_correct)):
+            raise InputError("trial columns must all have one length")
+        conf = np.asarray(confidence, dtype=np.float64)
+        bad = np.flatnonzero(~((conf >= 0.0) & (conf <= 1.0)))
+        if bad.size:
+            raise InputError(f"confidence must lie in [0, 1]; trial {int(bad[0])} has {conf[bad[0]]!r}")
+        table = cls.__new__(cls)
+        table._set(source, user, arm, query, np.asarray(ai_correct, dtype=bool), conf, np.asarray(user_correct, dtype=bool))
+        return table
+
+    def _set(self, source: str, user: Any, arm: Any, query: Any, ai_correct: np.ndarray, confidence: np.ndarray,
+             user_correct: np.ndarray) -> None:
+        codes = [np.unique(np.asarray(c, dtype=object).astype(str), return_inverse=True) for c in (user, arm, query)]
+        for (names, _), field in zip(codes, ("user", "arm", "query")):
+            if names.size and names[0] == "":  # sorted: an empty name comes first
+                raise InputError(f"an empty {field} name in {source or 'the table'}")
+        self._set_coded(source, *[(names.tolist(), code) for names, code in codes], ai_correct, confidence, user_correct)
+
+    def _set_coded(self, source: str, user: tuple[list[str], np.ndarray], arm: tuple[list[str], np.ndarray],
+                   query: tuple[list[str], np.ndarray], ai_correct: np.ndarray, confidence: np.ndarray, user_correct: np.ndarray) -> None:
+        """Store (names, codes `[T]`) columns, keeping only the names some trial uses: users sorted
+        by id, arms in order of first appearance, queries sorted by code."""
         self.source = source
-        self.users = sorted({r.user for r in rows})
-        self.arms = list(dict.fromkeys(r.arm for r in rows))
-        uix = {u: i for i, u in enumerate(self.users)}
-        aix = {a: i for i, a in enumerate(self.arms)}
-        self.user = np.array([uix[r.user] for r in rows])
-        self.arm = np.array([aix[r.arm] for r in rows])
-        self.query = [r.query for r in rows]
-        self.ai_correct = np.array([r.ai_correct for r in rows])
-        self.user_correct = np.array([r.user_correct for r in rows])
-        self.confidence = np.array([r.confidence for r in rows], dtype=np.float64)
-        mixed = [u for u in range(len(self.users)) if len(set(self.arm[self.user == u].tolist())) > 1]
-        if mixed:
+        names, code = user
+        present = np.unique(code)
+        order = present[np.argsort(np.array([names[i] for i in present], dtype=object).astype(str), kind="stable")]
+        self.users = [names[i] for i in order]
+        self.user = _recode(order, code, len(names))
+        names, code = arm
+        present, first = np.unique(code, return_index=True)
+        order = present[np.argsort(first, kind="stable")]
+        self.arms = [names[i] for i in order]
+        self.arm = _recode(order, code, len(names))
+        names, code = query
+        present = np.unique(code)
+        self.queries = [names[i] for i in present]
+        self.query_code = _recode(present, code, len(names))
+        self.ai_correct, self.confidence, self.user_correct = ai_correct, confidence, user_correct
+        self._check_between_subjects()
+
+    def _check_between_subjects(self) -> None:
+        pairs = np.unique(self.user.astype(np.int64) * max(1, len(self.arms)) + self.arm)
+        per_user = np.bincount(pairs // max(1, len(self.arms)), minlength=len(self.users))
+        mixed = np.flatnonzero(per_user > 1)
+        if mixed.size:
             raise InputError(f"user {self.users[mixed[0]]!r} appears in more than one arm; a between-subjects design is assumed")
 
     def __len__(self) -> int:
         return len(self.user)
+
+    @property
+    def query(self) -> list[str]:
+        """The T query names (built on demand; `query_code` and `queries` are the stored form)."""
+        return [self.queries[i] for i in self.query_code]
 
     @property
     def accepted(self) -> np.ndarray:
@@ -123,13 +176,22 @@ class TrialTable:
         return self.user_correct == self.ai_correct
 
     def rows(self) -> list[TrialRow]:
-        return [TrialRow(user=self.users[u], query=q, arm=self.arms[a], ai_correct=bool(c), confidence=float(s), user_correct=bool(k))
-                for u, q, a, c, s, k in zip(self.user, self.query, self.arm, self.ai_correct, self.confidence, self.user_correct)]
+        """Each trial as a validated `TrialRow` (for small tables: T pydantic objects)."""
+        return [TrialRow(user=self.users[u], query=self.queries[q], arm=self.arms[a], ai_correct=bool(c), confidence=float(s),
+                         user_correct=bool(k))
+                for u, q, a, c, s, k in zip(self.user, self.query_code, self.arm, self.ai_correct, self.confidence, self.user_correct)]
 
     def subset(self, mask: np.ndarray) -> "TrialTable":
-        """The trials where ``mask`` `[T]` is True."""
-        rows = [r for r, keep in zip(self.rows(), mask) if keep]
-        return TrialTable(rows, self.source)
+        """The trials where ``mask`` `[T]` is True (users and arms not left are dropped from the codes)."""
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != self.user.shape:
+            raise InputError(f"mask must be bool [{len(self)}], got shape {mask.shape}")
+        if not mask.any():
+            raise InputError(f"no trials in {self.source or 'the table'}")
+        out = TrialTable.__new__(TrialTable)
+        out._set_coded(self.source, (self.users, self.user[mask]), (self.arms, self.arm[mask]), (self.queries, self.query_code[mask]),
+                       self.ai_correct[mask], self.confidence[mask], self.user_correct[mask])
+        return out
 
     def user_accuracy(self) -> np.ndarray:
         """float `[U]`: each user's fraction of correct answers."""
@@ -169,6 +231,13 @@ class AIPredictions(BaseModel):
     @property
     def accuracy(self) -> float:
         return float(self.correct.mean())
+
+
+def _recode(order: np.ndarray, code: np.ndarray, size: int | None = None) -> np.ndarray:
+    """Codes under a new order of the names: ``order[new] = old``, so ``result[t] = new of code[t]``."""
+    rank = np.full(size if size is not None else order.size, -1, dtype=np.int64)
+    rank[order] = np.arange(order.size)
+    return rank[np.asarray(code)]
 
 
 def _open_text(path: Path) -> io.TextIOBase:
@@ -226,7 +295,11 @@ def _reader(path: Path, needed: dict[str, str]) -> tuple[csv.DictReader, io.Text
 
 
 def load_trials(path: str | Path, columns: ColumnMap | None = None) -> TrialTable:
-    """Load a trial table from CSV (optionally gzipped).
+    """Load a trial table from CSV (optionally gzipped), column by column.
+
+    Each row is checked with plain comparisons; only a row that fails them goes through
+    `TrialRow`, whose message names the problem. Memory is the columns' (a million trials take
+    about 100 MB while loading), not one object per row.
 
     Raises:
         InputError: missing file or column, or a malformed row (the message names line and column).
@@ -234,18 +307,51 @@ def load_trials(path: str | Path, columns: ColumnMap | None = None) -> TrialTabl
     path = Path(path)
     cols = columns or ColumnMap()
     mapping = cols.model_dump()
+    fields = list(mapping)
+    uix: dict[str, int] = {}
+    qix: dict[str, int] = {}
+    aix: dict[str, int] = {}
+    user, query, arm = array("q"), array("q"), array("q")
+    ai_correct = bytearray()
+    user_correct = bytearray()
+    confidence = array("d")
     with _readable(path):
         reader, f = _reader(path, mapping)
-        rows = []
         with f:
             for line, rec in enumerate(reader, start=2):
+                u, q, a = rec[mapping["user"]], rec[mapping["query"]], rec[mapping["arm"]]
+                c, k = _binary(rec[mapping["ai_correct"]] or ""), _binary(rec[mapping["user_correct"]] or "")
                 try:
-                    rows.append(TrialRow(**{field: rec[col] for field, col in mapping.items()}))
-                except ValidationError as exc:
-                    err = exc.errors()[0]
-                    field = str(err["loc"][0])
-                    raise InputError(f"{path}:{line}: column {mapping[field]!r} ({field}): {err['msg']}; value {rec[mapping[field]]!r}") from exc
-    return TrialTable(rows, str(path))
+                    s = float(rec[mapping["confidence"]])
+                except (TypeError, ValueError):
+                    s = float("nan")
+                if not (u and q and a and c is not None and k is not None and 0.0 <= s <= 1.0):
+                    _raise_row_error(path, line, rec, mapping, fields)
+                user.append(uix.setdefault(u, len(uix)))
+                query.append(qix.setdefault(q, len(qix)))
+                arm.append(aix.setdefault(a, len(aix)))
+                ai_correct.append(c)
+                user_correct.append(k)
+                confidence.append(s)
+    if not user:
+        raise InputError(f"no trials in {path}")
+    table = TrialTable.__new__(TrialTable)
+    table._set_coded(str(path), (list(uix), np.frombuffer(user, dtype=np.int64)), (list(aix), np.frombuffer(arm, dtype=np.int64)),
+                     (list(qix), np.frombuffer(query, dtype=np.int64)), np.frombuffer(bytes(ai_correct), dtype=bool),
+                     np.frombuffer(confidence, dtype=np.float64), np.frombuffer(bytes(user_correct), dtype=bool))
+    return table
+
+
+def _raise_row_error(path: Path, line: int, rec: dict[str, Any], mapping: dict[str, str], fields: list[str]) -> None:
+    """Raise `InputError` for a row that failed the quick checks, with `TrialRow`'s message."""
+    try:
+        TrialRow(**{field: rec[col] for field, col in mapping.items()})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = str(err["loc"][0])
+        raise InputError(f"{path}:{line}: column {mapping[field]!r} ({field}): {err['msg']}; value {rec[mapping[field]]!r}") from exc
+    missing = [mapping[f] for f in fields if rec.get(mapping[f]) in (None, "")]
+    raise InputError(f"{path}:{line}: malformed row (empty column(s) {missing}); values {[rec.get(mapping[f]) for f in fields]}")
 
 
 def load_ai_predictions(path: str | Path, methods: list[str] | None = None, *, correct_suffix: str = "_correct",

@@ -70,19 +70,20 @@ class PairwiseTest(BaseModel):
     u: float
     p: float
     p_adjusted: float
-    method: str
+    method: str  # the Mann-Whitney method that gave p ("exact", "asymptotic" or "permutation")
     correction: str
 
 
-def pairwise_tests(table: TrialTable, arms: list[str] | None = None, *, method: MWMethod = "exact",
+def pairwise_tests(table: TrialTable, arms: list[str] | None = None, *, method: MWMethod = "auto",
                    correction: Correction = "none", seed: int = 0) -> list[PairwiseTest]:
-    """All pairs of arms; ``correction`` adjusts the p-values over the whole family."""
+    """All pairs of arms; ``correction`` adjusts the p-values over the whole family. Each test
+    records the method that gave its p (``method="auto"`` picks one per pair, see `mann_whitney`)."""
     arms = arms or table.arms
     acc = {a: user_accuracies(table, a) for a in arms}
     raw = []
     for a, b in combinations(arms, 2):
-        u, p = mann_whitney(acc[a], acc[b], method, seed=seed)
-        raw.append((a, b, float(acc[a].mean() - acc[b].mean()), u, p))
+        u, p, used = mann_whitney(acc[a], acc[b], method, seed=seed)
+        raw.append((a, b, float(acc[a].mean() - acc[b].mean()), u, p, used))
     adj = adjust_pvalues([r[4] for r in raw], correction)
-    return [PairwiseTest(arm_a=a, arm_b=b, mean_difference=d, u=u, p=p, p_adjusted=float(q), method=method, correction=correction)
-            for (a, b, d, u, p), q in zip(raw, adj)]
+    return [PairwiseTest(arm_a=a, arm_b=b, mean_difference=d, u=u, p=p, p_adjusted=float(q), method=used, correction=correction)
+            for (a, b, d, u, p, used), q in zip(raw, adj)]

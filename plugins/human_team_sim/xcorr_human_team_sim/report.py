@@ -86,7 +86,7 @@ class TeamReport(BaseModel):
 
 
 def analyse(table: TrialTable, ai: dict[str, AIPredictions], *, arm_of_method: dict[str, str] | None = None,
-            min_accuracy: float | None = 0.5, method: MWMethod = "exact", correction: Correction = "holm",
+            min_accuracy: float | None = 0.5, method: MWMethod = "auto", correction: Correction = "holm",
             n_boot: int = 2000, seed: int = 0, reference: str | None = None, exclude: list[str] | None = None,
             thresholds: dict[str, float] | None = None, n_pick: int | None = None, n_report: int | None = None) -> TeamReport:
     """Filter users, summarise model 1 per arm with pairwise tests, and model 2 per AI method.
@@ -155,10 +155,14 @@ def format_report(r: TeamReport) -> str:
                      f"{(f'{paper:5.2f}' if paper is not None else '  -  '):>6} {pct(a.accuracy_when_ai_right):>9} "
                      f"{pct(a.accuracy_when_ai_wrong):>9} {pct(a.reject_rate):>7}")
     if r.pairwise:
-        lines += ["", f"Mann-Whitney U on per-user accuracy ({r.pairwise[0].method}; {r.pairwise[0].correction} correction)"]
+        used = sorted({t.method for t in r.pairwise})
+        how = {"exact": "exact", "asymptotic": "normal approximation, tie-corrected", "permutation": "permutation"}
+        lines += ["", f"Mann-Whitney U on per-user accuracy ({' / '.join(how.get(m, m) for m in used)}; "
+                      f"{r.pairwise[0].correction} correction)"]
         for t in r.pairwise:
             star = "*" if t.p_adjusted < 0.05 else " "
-            lines.append(f"  {t.arm_a:>9} vs {t.arm_b:<9} diff {100 * t.mean_difference:+6.2f}  p {t.p:.4f}  adjusted {t.p_adjusted:.4f} {star}")
+            tag = f"  [{t.method}]" if len(used) > 1 else ""
+            lines.append(f"  {t.arm_a:>9} vs {t.arm_b:<9} diff {100 * t.mean_difference:+6.2f}  p {t.p:.4f}  adjusted {t.p_adjusted:.4f} {star}{tag}")
     lines += ["", "Interaction model 2 — AI auto-accepts when confidence >= T, humans take the rest (%)",
               f"{'arm':<10} {'AI':>6} {'human':>6} {'paper T':>8} {'paper':>6} {'team@T':>7} {'split T':>8} {'held-out':>8} "
               f"{'CV T':>5} {'CV acc':>7} {'margin':>7} {'95% CI':>15} {'p':>7}"]
