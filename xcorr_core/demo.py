@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 from . import __version__, registry
 from .demo_report import DemoSection, demo_spec_path, html_table
 from .data import PART_NAMES, SynthBirds, SynthHerd, apply_homography
-from .fileio import atomic_write
+from .fileio import atomic_write, make_dir
 from .index import GalleryIndex
 from .models import load_pretrained, model_card
 from .pipeline import Pipeline
@@ -201,7 +201,7 @@ def run_demo(out: str | Path = "demo-out", *, progress: bool | None = None, quic
     """
     t0 = time.perf_counter()
     out = Path(out)
-    (out / "figures").mkdir(parents=True, exist_ok=True)
+    make_dir(out / "figures")
     torch.manual_seed(0)
     per_train, per_test, herd_n = (6, 2, 6) if quick else (30, 10, 40)
     _log("SynthBirds and SynthHerd (generated, or read from the data cache) ...")

@@ -11,6 +11,7 @@ __all__ = [
     "UnknownComponentError",
     "InputError",
     "IndexFileError",
+    "StorageError",
     "LayerNotFoundError",
     "PluginLoadError",
     "ComponentOutputError",
@@ -47,6 +48,12 @@ class InputError(XcorrError, ValueError):
 
 class IndexFileError(XcorrError, OSError):
     """A saved index or feature store is missing, corrupt or does not match."""
+
+
+class StorageError(XcorrError, OSError):
+    """A file or folder could not be written: the disk is full, or the file system is read-only or
+    not writable by this user. The message names the path and what to do; nothing half-written is
+    left behind."""
 
 
 class LayerNotFoundError(XcorrError, KeyError):

@@ -15,7 +15,11 @@ Layout of a store folder::
 Reading N candidates touches only their rows (each row is contiguous on disk), checks each row's
 CRC-32 (a flipped byte is an `IndexFileError`, never a wrong map) and then tells the kernel to drop
 the mapped pages, so a long job's resident memory does not grow with the store. Rows can be written
-in any order; `finalize` moves everything into place, the description last. Depends on numpy, torch
+in any order; `finalize` moves everything into place, the description last.
+
+Disk space: the writer checks that the whole store fits before it writes anything, and allocates
+each shard's blocks (fallocate) before writing through its memory map, so a full disk is a
+`StorageError` and never a SIGBUS; after any failed write, everything it wrote is removed. Depends on numpy, torch
 and the core's errors/fileio modules.
 """
 from __future__ import annotations
@@ -32,8 +36,8 @@ import numpy as np
 import torch
 
 from .cells import CellMaps
-from .errors import IndexFileError, InputError
-from .fileio import atomic_write, check_seal, sealed
+from .errors import IndexFileError, InputError, StorageError
+from .fileio import atomic_write, check_seal, free_bytes, make_dir, reserve, sealed, storage_error
 
 __all__ = ["ShardedStore", "ShardedStoreWriter"]
 
@@ -92,7 +96,8 @@ class ShardedStoreWriter:
         if layout not in ("maps", "cells"):
             raise InputError(f"layout must be 'maps' or 'cells', got {layout!r}")
         self.path = Path(path)
-        self.path.mkdir(parents=True, exist_ok=True)
+        self._made_dir = not self.path.exists()
+        make_dir(self.path)
         self.n, self.map_shape, self.dtype, self.shard_rows, self.layer = n, tuple(map_shape), dtype, shard_rows, layer
         self.layout = layout
         self._row, self._aux_row = _row_shapes(layout, self.map_shape)
@@ -100,6 +105,27 @@ class ShardedStoreWriter:
         self._aux: dict[int, np.memmap] = {}
         self._crc = np.zeros(n, dtype=np.uint32)
         self._written = np.zeros(n, dtype=bool)
+        self._placed: list[Path] = []  # files finalize moved into place (removed if it fails)
+        need, free = self.nbytes_needed, free_bytes(self.path)
+        if need > free:
+            self._remove_dir()
+            raise StorageError(f"a sharded store of {n} maps {list(map_shape)} ({dtype}, {layout}) needs {need:,} bytes, "
+                               f"but {self.path} has {free:,} free: free some space, write elsewhere, or use dtype='float16'")
+
+    @property
+    def nbytes_needed(self) -> int:
+        """Bytes the finished store takes on disk (shards, side arrays, checksums; descriptions aside)."""
+        item = np.dtype(_DTYPES[self.dtype]).itemsize
+        per_row = int(np.prod(self._row)) * item + (int(np.prod(self._aux_row)) * 4 if self._aux_row is not None else 0) + 4
+        shards = -(-self.n // self.shard_rows) * (2 if self._aux_row is not None else 1)
+        return self.n * per_row + shards * 128 + 4096
+
+    def _remove_dir(self) -> None:
+        if self._made_dir:
+            try:
+                self.path.rmdir()  # only if empty: never another's files
+            except OSError:
+                pass
 
     def _tmp_name(self, s: int, aux: bool = False) -> Path:
         return self.path / f".shard-{s:05d}{'.cells' if aux else ''}.npy.tmp"
@@ -107,12 +133,21 @@ class ShardedStoreWriter:
     def _shard(self, s: int) -> np.memmap:
         if s not in self._shards:
             rows = min(self.shard_rows, self.n - s * self.shard_rows)
-            self._shards[s] = np.lib.format.open_memmap(self._tmp_name(s), mode="w+", dtype=_DTYPES[self.dtype],
-                                                        shape=(rows, *self._row))
-            if self._aux_row is not None:
-                self._aux[s] = np.lib.format.open_memmap(self._tmp_name(s, True), mode="w+", dtype=np.float32,
-                                                         shape=(rows, *self._aux_row))
+            try:
+                self._shards[s] = self._open_tmp(self._tmp_name(s), _DTYPES[self.dtype], (rows, *self._row))
+                if self._aux_row is not None:
+                    self._aux[s] = self._open_tmp(self._tmp_name(s, True), np.float32, (rows, *self._aux_row))
+            except OSError as exc:
+                self.abort()
+                raise (storage_error(exc, self._tmp_name(s)) or exc) from exc
         return self._shards[s]
+
+    @staticmethod
+    def _open_tmp(path: Path, dtype: Any, shape: tuple[int, ...]) -> np.memmap:
+        """A new ``.npy`` memory map whose disk blocks are allocated before anything is written to it."""
+        mm = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+        reserve(path, path.stat().st_size)
+        return mm
 
     def write(self, start: int, maps: torch.Tensor | np.ndarray) -> None:
         """Write ``maps`` `[b, C, H, W]` at rows ``start .. start + b``."""
@@ -146,37 +181,49 @@ class ShardedStoreWriter:
             r += take
 
     def abort(self) -> None:
-        """Remove the unfinished shards."""
-        for s in list(self._shards):
-            del self._shards[s]
+        """Remove every file this writer made (unfinished shards, and what a failed `finalize` had
+        moved into place), and its folder if it made it."""
+        for s in range(-(-self.n // self.shard_rows)):
+            self._shards.pop(s, None)
             self._aux.pop(s, None)
             self._tmp_name(s).unlink(missing_ok=True)
             self._tmp_name(s, True).unlink(missing_ok=True)
+        for f in self._placed:
+            f.unlink(missing_ok=True)
+        self._placed.clear()
+        self._remove_dir()
 
     def finalize(self) -> "ShardedStore":
         """Move shards into place, write the row checksums and the description (last); open the store."""
         if not self._written.all():
             missing = np.flatnonzero(~self._written)
             raise InputError(f"{missing.size} rows were never written (first: {missing[:5].tolist()})")
-        shards = []
-        for s in range((self.n + self.shard_rows - 1) // self.shard_rows):
-            mm = self._shard(s)
-            mm.flush()
-            del mm
-            self._shards.pop(s, None)
-            name = f"shard-{s:05d}.npy"
-            os.replace(self._tmp_name(s), self.path / name)
-            entry = {"file": name, "rows": min(self.shard_rows, self.n - s * self.shard_rows), "bytes": (self.path / name).stat().st_size}
-            if self._aux_row is not None:
-                self._aux.pop(s).flush()
-                aux_name = f"shard-{s:05d}.cells.npy"
-                os.replace(self._tmp_name(s, True), self.path / aux_name)
-                entry |= {"aux_file": aux_name, "aux_bytes": (self.path / aux_name).stat().st_size}
-            shards.append(entry)
-        crc_path = atomic_write(self.path / "crc32.npy", lambda f: np.save(f, self._crc, allow_pickle=False))
-        meta = {"format": _FORMAT, "layout": self.layout, "layer": self.layer, "shape": [self.n, *self.map_shape], "dtype": self.dtype,
-                "shard_rows": self.shard_rows, "shards": shards, "crc32_sha256": hashlib.sha256(crc_path.read_bytes()).hexdigest()}
-        atomic_write(self.path / "store.json", lambda f: f.write(json.dumps(sealed(meta), indent=1).encode()))
+        try:
+            shards = []
+            for s in range((self.n + self.shard_rows - 1) // self.shard_rows):
+                mm = self._shard(s)
+                mm.flush()
+                del mm
+                self._shards.pop(s, None)
+                name = f"shard-{s:05d}.npy"
+                os.replace(self._tmp_name(s), self.path / name)
+                self._placed.append(self.path / name)
+                entry = {"file": name, "rows": min(self.shard_rows, self.n - s * self.shard_rows), "bytes": (self.path / name).stat().st_size}
+                if self._aux_row is not None:
+                    self._aux.pop(s).flush()
+                    aux_name = f"shard-{s:05d}.cells.npy"
+                    os.replace(self._tmp_name(s, True), self.path / aux_name)
+                    self._placed.append(self.path / aux_name)
+                    entry |= {"aux_file": aux_name, "aux_bytes": (self.path / aux_name).stat().st_size}
+                shards.append(entry)
+            crc_path = atomic_write(self.path / "crc32.npy", lambda f: np.save(f, self._crc, allow_pickle=False))
+            self._placed.append(crc_path)
+            meta = {"format": _FORMAT, "layout": self.layout, "layer": self.layer, "shape": [self.n, *self.map_shape], "dtype": self.dtype,
+                    "shard_rows": self.shard_rows, "shards": shards, "crc32_sha256": hashlib.sha256(crc_path.read_bytes()).hexdigest()}
+            atomic_write(self.path / "store.json", lambda f: f.write(json.dumps(sealed(meta), indent=1).encode()))
+        except OSError as exc:
+            self.abort()
+            raise (storage_error(exc, self.path) or exc) from exc
         return ShardedStore.open(self.path)
 
 

@@ -27,7 +27,7 @@ import torch
 
 from .cells import CellMaps
 from .errors import IndexFileError, InputError
-from .fileio import atomic_write
+from .fileio import atomic_write, make_dir, reserve, storage_error
 
 __all__ = ["SpatialStore"]
 
@@ -87,7 +87,7 @@ class SpatialStore:
         if dtype not in _DTYPES:
             raise InputError(f"dtype must be 'float16' or 'float32', got {dtype!r}")
         path = Path(path).with_suffix(".npy")
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_dir(path.parent)
         ids_list = (ids.tolist() if ids is not None else list(range(n)))
         if len(ids_list) != n:
             raise InputError(f"ids has {len(ids_list)} entries for {n} maps")
@@ -105,9 +105,14 @@ class SpatialStore:
                 tmps.append(tmp)
                 os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would surprise users of a shared store
                 arrays.append(np.lib.format.open_memmap(tmp, mode="w+", dtype=kind, shape=shape))
-        except BaseException:
+                reserve(tmp, os.path.getsize(tmp))  # blocks now: a full disk is an error here, not a SIGBUS on write
+        except BaseException as exc:
+            arrays.clear()
             for tmp in tmps:
                 os.unlink(tmp)
+            err = storage_error(exc, path)
+            if err is not None and err is not exc:
+                raise err from exc
             raise
         meta = {"format": _FORMAT, "layout": layout, "dtype": dtype, "layer": layer, "shape": [n, *map_shape], "ids": ids_list}
         store = cls(arrays[0], meta, path, arrays[1] if layout == "cells" else None)

@@ -27,7 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import IndexFileError, InputError
-from ..fileio import atomic_write, check_seal, sealed
+from ..fileio import atomic_write, check_seal, make_dir, reserve, sealed
 from ..index import GalleryIndex
 from ..shards import ShardedStore, ShardedStoreWriter
 from ..sources import load_source
@@ -82,7 +82,7 @@ def build_gallery(job: JobSpec, folder: str | Path, executor: Any, *, data: Any 
     for sub in ("store",):
         shutil.rmtree(folder / sub, ignore_errors=True)
     (folder / "gallery.json").unlink(missing_ok=True)
-    folder.mkdir(parents=True, exist_ok=True)
+    make_dir(folder)
     t0 = time.perf_counter()
     vec_tmp = folder / ".vectors.npy.tmp"
     vectors: np.memmap | None = None
@@ -102,6 +102,7 @@ def build_gallery(job: JobSpec, folder: str | Path, executor: Any, *, data: Any 
                     continue
                 if vectors is None:
                     vectors = np.lib.format.open_memmap(vec_tmp, mode="w+", dtype=np.float32, shape=(n, cols["dim"][row]))
+                    reserve(vec_tmp, vec_tmp.stat().st_size)  # blocks now: a full disk is an error here, not a SIGBUS later
                 vectors[i] = np.frombuffer(cols["pooled"][row], dtype=np.float32)
                 labels[i] = cols["label"][row]
                 if "maps" in cols:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, InputError
-from ..fileio import atomic_write
+from ..fileio import atomic_write, make_dir
 
 __all__ = ["result_schema", "ResultWriter", "read_results", "read_errors", "load_explanations", "require_pyarrow", "ERROR_COLUMNS"]
 
@@ -116,7 +116,7 @@ class ResultWriter:
         else:
             self.manifest = {"format": MANIFEST_FORMAT, "fingerprint": fingerprint, "spec": spec, "total": total, "done": 0,
                              "errors_count": 0, "parts": [], "errors": [], "status": "running", "seconds": 0.0}
-            self.out.mkdir(parents=True, exist_ok=True)
+            make_dir(self.out)
             self._save()
         self._t0 = time.perf_counter()
         self._seconds0 = float(self.manifest.get("seconds", 0.0))

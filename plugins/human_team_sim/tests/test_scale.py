@@ -124,3 +124,22 @@ def test_team_on_600_users_per_arm(tmp_path: Path) -> None:
     # ten copies of every user: the same means, so pairs that differed now differ far more clearly
     written = {(t["arm_a"], t["arm_b"]): t for t in json.loads((tmp_path / "out" / "team.json").read_text())["pairwise"]}
     assert written[("kNN", "CHM-Corr")]["p"] < 1e-15
+
+
+def test_team_out_on_a_read_only_file_system(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import os
+    import shutil
+    import subprocess
+
+    from xcorr_core.cli import main
+
+    mnt = tmp_path / "ro"
+    mnt.mkdir()
+    if os.geteuid() != 0 or not shutil.which("mount") or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("cannot mount a read-only tmpfs here (needs root)")
+    try:
+        assert main(["team", "--out", str(mnt / "team-out"), "--boot", "10"]) == 2
+        assert "xcorr: error: cannot write" in capsys.readouterr().err
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)

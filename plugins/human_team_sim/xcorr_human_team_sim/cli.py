@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from xcorr_core.fileio import atomic_write
+from xcorr_core.fileio import atomic_write, make_dir
 
 
 def add_command(subparsers: Any) -> None:
@@ -51,8 +51,7 @@ def run(args: argparse.Namespace) -> int:
     report = analyse(table, ai, arm_of_method=mapping, min_accuracy=args.min_accuracy, method=args.test,
                      correction=args.correction, n_boot=args.boot, reference=None if reference == "none" else reference,
                      exclude=exclude, thresholds=fixed, n_pick=args.n_pick, n_report=args.n_report)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = make_dir(args.out)
     atomic_write(out / "team.json", lambda f: f.write(report.model_dump_json(indent=2).encode()))
     if report.team:
         save_figure(plot_team_curves(report), out / "team_curves.png")
