@@ -58,6 +58,9 @@ class CHMLearner(nn.Module):
         return scale_features(x, self.scales, self.conv2ds)
 
     def forward(self, src: torch.Tensor, trg: torch.Tensor, trg_scales: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """CHM correlation `[B, (2h)^2, (2h)^2]` of feature maps ``src`` `[1 or B, C, h, h]` and ``trg`` `[B, C, h, h]`."""
+        check_tensor("src", src, ndim=4, floating=True, finite=True, non_empty=True)
+        check_tensor("trg", trg, ndim=4, floating=True, finite=True, non_empty=True)
         b, h = trg.shape[0], trg.shape[2]
         corr = self.chm6d(correlation6d(src, trg, self.scales, self.conv2ds, trg_scales))  # [B, 3, 3, h, h, h, h]
         corr = torch.sigmoid(corr).flatten(1, 2).amax(dim=1)  # max over the 9 scale pairs
@@ -125,8 +128,8 @@ class CHMNet(nn.Module):
         """CHM correlation `[B, (2h)^2, (2h)^2]` of feature maps `[B, C, h, h]` (source cells as rows);
         ``src_feat`` may be one map `[1, C, h, h]` against B targets. ``trg_scales``: the targets'
         ``learner.scale_features`` computed beforehand (once per gallery image)."""
-        check_tensor("src_feat", src_feat, ndim=4, floating=True, non_empty=True)
-        check_tensor("trg_feat", trg_feat, shape=[None] + list(src_feat.shape[1:]), floating=True)
+        check_tensor("src_feat", src_feat, ndim=4, floating=True, finite=True, non_empty=True)
+        check_tensor("trg_feat", trg_feat, shape=[None] + list(src_feat.shape[1:]), floating=True, finite=True)
         if src_feat.shape[0] not in (1, trg_feat.shape[0]):
             raise InputError(f"src_feat batch {src_feat.shape[0]} must be 1 or trg_feat's {trg_feat.shape[0]}")
         if src_feat.shape[1] != self.feat_dim:

@@ -25,6 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from xcorr_core.errors import InputError
+from xcorr_core.validation import check_tensor
+
 from .kernels import KernelType, assemble_4d, assemble_6d, kernel_groups, scale_groups
 
 __all__ = ["correlate4d", "correlate6d", "CHM4d", "CHM6d"]
@@ -60,6 +63,19 @@ def _inverse4d(spec: torch.Tensor, lengths: list[int], sizes: tuple[int, ...], p
     return torch.fft.irfft(y, n=lengths[3], dim=-1)[..., p:p + d]
 
 
+def _check_inputs(x: torch.Tensor, kernel: torch.Tensor, bias: torch.Tensor | None, x_ndim: int, k_dims: int) -> None:
+    """Floating, finite inputs of a CHM correlation: ``kernel`` k^4 (after 3 x 3 scale axes for 6D)."""
+    check_tensor("x", x, ndim=x_ndim, floating=True, finite=True, non_empty=True)
+    check_tensor("kernel", kernel, ndim=k_dims + (2 if x_ndim == 7 else 0), floating=True, finite=True, non_empty=True)
+    k = kernel.shape[-1]
+    want = ((3, 3) if x_ndim == 7 else ()) + (k,) * k_dims
+    if tuple(kernel.shape) != want:
+        raise InputError(f"kernel must be {list(want)} (a k^{k_dims} kernel{' per scale pair' if x_ndim == 7 else ''}), "
+                         f"got {list(kernel.shape)}")
+    if bias is not None:
+        check_tensor("bias", bias, floating=True, finite=True)
+
+
 def correlate4d(x: torch.Tensor, kernel: torch.Tensor, bias: torch.Tensor | None = None, *,
                 method: Literal["direct", "fft"] = "fft") -> torch.Tensor:
     """Same-padded 4D cross-correlation of ``x`` `[N, h1, w1, h2, w2]` with ``kernel`` `[k, k, k, k]`.
@@ -69,6 +85,7 @@ def correlate4d(x: torch.Tensor, kernel: torch.Tensor, bias: torch.Tensor | None
     rounding, ~1e-6 relative in float32). ``direct``: one conv3d over the last three axes
     with the k shifts of the first as input channels.
     """
+    _check_inputs(x, kernel, bias, 5, 4)
     n, h1, w1, h2, w2 = x.shape
     k = kernel.shape[0]
     if method == "fft":
@@ -107,9 +124,10 @@ def correlate6d(x: torch.Tensor, kernel: torch.Tensor, bias: torch.Tensor | None
     ~1e-6 relative in float32). ``direct``: the 9 input scales x k shifts of the source-y axis
     become 9k conv3d input channels and the 9 output scales its output channels.
     """
+    _check_inputs(x, kernel, bias, 7, 4)
     n, sa, sb, h1, w1, h2, w2 = x.shape
     if (sa, sb) != (3, 3) or kernel.shape[:2] != (3, 3):
-        raise ValueError(f"6D correlation needs 3 x 3 scales, got input {list(x.shape)} and kernel {list(kernel.shape)}")
+        raise InputError(f"6D correlation needs 3 x 3 scales, got input {list(x.shape)} and kernel {list(kernel.shape)}")
     k = kernel.shape[2]
     link = _scale_index(x.device)  # [9 out, 9 in] kernel position, 9 = none
     if method == "fft":

@@ -25,10 +25,10 @@ __all__ = ["chm_transfers", "chm_cells", "image_cells", "chm_corr_rerank", "CHMC
 
 def _check(query: torch.Tensor, cands: torch.Tensor, chm: CHMNet) -> tuple[torch.Tensor, torch.Tensor]:
     if query.ndim == 3:
-        check_tensor("candidates", cands, ndim=4, floating=True, non_empty=True)
+        check_tensor("candidates", cands, ndim=4, floating=True, finite=True, non_empty=True)
         query, cands = query[None], cands[None]
     check_tensor("query", query, ndim=4, floating=True, finite=True, non_empty=True)
-    check_tensor("candidates", cands, ndim=5, floating=True, non_empty=True)
+    check_tensor("candidates", cands, ndim=5, floating=True, finite=True, non_empty=True)
     check_same_device(query=query, candidates=cands)
     q, n, c, h, w = cands.shape
     if query.shape[0] != q or tuple(query.shape[1:]) != (c, h, w):
@@ -147,7 +147,7 @@ def chm_corr_rerank(chm: CHMNet | None, query: torch.Tensor, cands: torch.Tensor
         if query.ndim == 3:
             query, cands, cells = query[None], cands[None], cells[None] if cells.ndim == 2 else cells
         check_tensor("query", query, ndim=4, floating=True, finite=True, non_empty=True)
-        check_tensor("candidates", cands, ndim=5, floating=True, non_empty=True)
+        check_tensor("candidates", cands, ndim=5, floating=True, finite=True, non_empty=True)
         hw = query.shape[-1] * query.shape[-2]
         check_tensor("cells", cells, shape=[query.shape[0], cands.shape[1], hw], floating=False)
         if bool((cells < 0).any()) or bool((cells >= hw).any()):
@@ -156,6 +156,8 @@ def chm_corr_rerank(chm: CHMNet | None, query: torch.Tensor, cands: torch.Tensor
         mask = cc_mask(query, cands, threshold)
         reduce: Literal["top", "all"] = "top"
     else:
+        if keypoint_mask.dtype != torch.bool and not bool(((keypoint_mask == 0) | (keypoint_mask == 1)).all()):
+            raise InputError("keypoint_mask must be bool (or 0/1): True for the query cells that hold a keypoint")
         km = keypoint_mask.to(cands.dtype)
         if km.ndim == 1:
             km = km[None].expand(query.shape[0], -1)

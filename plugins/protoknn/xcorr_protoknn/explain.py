@@ -12,13 +12,19 @@ import torch
 
 from xcorr_core.errors import InputError
 from xcorr_core.results import Explanation, Tensor
+from xcorr_core.validation import check_tensor
 
 __all__ = ["ProtoKNNExplanation", "contributions", "explain_profile"]
 
 
 def contributions(query: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
     """delta `[..., M]` = (s_a - s_n)^2 - (s_a - s_p)^2; its sum is d_an^2 - d_ap^2."""
-    return (query - negative) ** 2 - (query - positive) ** 2
+    for name, t in (("query", query), ("positive", positive), ("negative", negative)):
+        check_tensor(name, t, floating=True, finite=True)
+    delta = (query - negative) ** 2 - (query - positive) ** 2
+    if not bool(torch.isfinite(delta).all()):
+        raise InputError("the contributions overflow float range: profiles of magnitude near 1e19 or more; scale them down")
+    return delta
 
 
 class ProtoKNNExplanation(Explanation):

@@ -35,6 +35,9 @@ def vote(labels: torch.Tensor, distances: torch.Tensor, num_classes: int | None 
     Counted among the k neighbours of each row (`[Q, k, k]` comparisons), so memory does not grow with
     the largest class id (a label of 10^9 costs nothing). ``num_classes`` is not needed; it is accepted
     for compatibility."""
+    check_tensor("labels", labels, ndim=2, floating=False)
+    check_tensor("distances", distances, shape=list(labels.shape), finite=True)
+    distances = distances.float() if not distances.is_floating_point() else distances
     same = labels[:, :, None] == labels[:, None, :]  # [Q, k, k]: neighbour i and j share a class
     counts = same.sum(-1)  # [Q, k]: votes of neighbour i's class
     sums = (same * distances[:, None, :]).sum(-1)  # summed distance of neighbour i's class (the same for its class-mates)

@@ -26,17 +26,41 @@ import torch.nn.functional as F
 from torch import nn
 
 from xcorr_core.errors import InputError
+from xcorr_core.validation import check_tensor
 
 __all__ = ["MarginLoss", "ProxyAnchorLoss", "gumbel_affiliation", "class_affiliation", "sinkhorn_assignment", "ClusterLoss",
-           "ClusterMode", "patch_costs", "check_batch"]
+           "ClusterMode", "patch_costs", "check_batch", "check_labels"]
 
 ClusterMode = Literal["most_similar", "sampling", "debias", "assignment", "full"]
 
 
+def check_labels(labels: torch.Tensor, n: int | None = None, num_classes: int | None = None, name: str = "labels") -> None:
+    """Class ids: an integer tensor `[n]` of values >= 0 (and < ``num_classes`` when given)."""
+    check_tensor(name, labels, ndim=1, floating=False)
+    if labels.dtype == torch.bool:
+        raise InputError(f"{name} must be integer class ids, got bool")
+    if n is not None and labels.shape[0] != n:
+        raise InputError(f"{name} must be [{n}], got {list(labels.shape)}")
+    if labels.numel() and (int(labels.min()) < 0 or (num_classes is not None and int(labels.max()) >= num_classes)):
+        raise InputError(f"{name} must lie in [0, {num_classes if num_classes is not None else 'inf'}), got "
+                         f"[{int(labels.min())}, {int(labels.max())}]")
+
+
+def _values(name: str, t: torch.Tensor, ndim: int | None = None) -> None:
+    check_tensor(name, t, ndim=ndim, floating=True, finite=True, non_empty=True)
+
+
+def _finite_result(value: torch.Tensor, what: str) -> torch.Tensor:
+    """``value``, or `InputError` when finite inputs overflowed float range (e.g. embeddings of 1e30)."""
+    if not bool(torch.isfinite(value).all()):
+        raise InputError(f"{what} is not finite although its inputs are: their magnitudes overflow {value.dtype} "
+                         "(squared distances of values near 1e19 or more); scale the inputs down")
+    return value
+
+
 def check_batch(labels: torch.Tensor, n: int) -> None:
     """A ProtoKNN batch needs labels `[n]` with at least two classes and a pair in some class."""
-    if labels.ndim != 1 or labels.shape[0] != n:
-        raise InputError(f"labels must be [{n}], got {list(labels.shape)}")
+    check_labels(labels, n)
     if labels.unique().numel() < 2:
         raise InputError("a ProtoKNN batch needs at least two classes (negatives and de-biasing compare classes)")
 
@@ -61,7 +85,10 @@ class MarginLoss(nn.Module):
         self.beta = nn.Parameter(torch.full((num_classes,), float(beta_init)))
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """``x`` `[B, D]` embeddings, ``labels`` `[B]` class ids < num_classes."""
+        _values("x", x, 2)
         check_batch(labels, x.shape[0])
+        check_labels(labels, num_classes=self.beta.shape[0])
         d = _distances(x)
         same = labels[:, None] == labels[None, :]
         eye = torch.eye(x.shape[0], dtype=torch.bool, device=x.device)
@@ -72,7 +99,7 @@ class MarginLoss(nn.Module):
         beta = self.beta[labels]
         terms = torch.cat([F.relu(d_ap - beta + self.margin)[has_pos], F.relu(beta - d_an + self.margin)])
         nonzero = int((terms > 0).sum())
-        return terms.sum() / nonzero if nonzero else terms.sum()
+        return _finite_result(terms.sum() / nonzero if nonzero else terms.sum(), "the margin loss")
 
 
 class ProxyAnchorLoss(nn.Module):
@@ -84,7 +111,10 @@ class ProxyAnchorLoss(nn.Module):
         self.proxies = nn.Parameter(torch.randn(num_classes, dim) * (2.0 / dim) ** 0.5)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """``x`` `[B, D]` embeddings, ``labels`` `[B]` class ids < num_classes."""
+        _values("x", x, 2)
         check_batch(labels, x.shape[0])
+        check_labels(labels, num_classes=self.proxies.shape[0])
         cos = F.normalize(x, dim=1) @ F.normalize(self.proxies, dim=1).T  # [B, C]
         pos = F.one_hot(labels, self.proxies.shape[0]).bool()
         with_pos = pos.any(0)
@@ -97,6 +127,9 @@ def gumbel_affiliation(profiles: torch.Tensor, tau: float = 0.05, *, gumbel: tor
                        generator: torch.Generator | None = None) -> torch.Tensor:
     """E `[B, M]`: for each sample a, how many of the other samples b drew prototype i by Gumbel-max
     over (s_a - s_b) / tau. ``gumbel`` `[B, B, M]` fixes the noise (tests); otherwise it is drawn."""
+    _values("profiles", profiles, 2)
+    if gumbel is not None:
+        _values("gumbel", gumbel)
     b, m = profiles.shape
     with torch.no_grad():
         if gumbel is None:
@@ -118,6 +151,10 @@ def class_affiliation(E: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tens
     Ebar = class mean of E; Ehat = Ebar / sum over classes of Ebar (0/0 -> 0); P = Ehat
     normalised over prototypes (a class whose Ehat is all 0 gets a uniform P).
     """
+    _values("E", E, 2)
+    if bool((E < 0).any()):
+        raise InputError("E counts Gumbel draws: it must be >= 0")
+    check_labels(labels, E.shape[0])
     classes, inv = labels.unique(return_inverse=True)
     onehot = F.one_hot(inv, classes.numel()).to(E.dtype)  # [B, Y]
     ebar = (onehot.T @ E) / onehot.sum(0)[:, None]
@@ -130,6 +167,7 @@ def class_affiliation(E: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tens
 def patch_costs(cosines: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(C [B, M], C_hat [B, M])`` from patch cosines `[B, M, P]` of unit patches and prototypes:
     C = min_z |z - p|^2 = 2 - 2 max cos, C_hat = C - mean_z |z - p|^2 = 2 (mean cos - max cos)."""
+    _values("cosines", cosines, 3)
     c = 2 - 2 * cosines.amax(-1)
     return c, c - (2 - 2 * cosines.mean(-1))
 
@@ -146,6 +184,14 @@ def sinkhorn_assignment(cost: torch.Tensor, labels: torch.Tensor, affiliation: t
     log-sum-exp); stops when the row potentials change by less than ``tol`` (the row marginals are
     then within about ``tol`` of 1; the columns are exact) or after ``max_iter`` iterations. No gradient.
     """
+    _values("cost", cost, 2)
+    check_labels(labels, cost.shape[0])
+    check_labels(classes, name="classes")
+    _values("affiliation", affiliation, 2)
+    if tuple(affiliation.shape) != (classes.numel(), cost.shape[1]) or bool((affiliation < 0).any()):
+        raise InputError(f"affiliation must be [Y={classes.numel()}, M={cost.shape[1]}] with values >= 0, got {list(affiliation.shape)}")
+    if not bool(torch.isin(labels, classes).all()):
+        raise InputError("every label must be one of classes")
     with torch.no_grad():
         reg = eps if entropy == "kernel" else 1.0 / eps
         inv = (labels[:, None] == classes[None, :]).float().argmax(1)  # class index of each sample
@@ -202,6 +248,8 @@ class ClusterLoss(nn.Module):
     def plan(self, profiles: torch.Tensor, cosines: torch.Tensor, labels: torch.Tensor, *, gumbel: torch.Tensor | None = None,
              generator: torch.Generator | None = None) -> torch.Tensor:
         """The detached weights T `[B, M]` of this mode."""
+        _values("profiles", profiles, 2)
+        _values("cosines", cosines, 3)
         check_batch(labels, profiles.shape[0])
         cost, _ = patch_costs(cosines.detach())
         if self.mode == "most_similar":

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from xcorr_core.validation import check_tensor
+
 __all__ = ["spread_prototypes", "prototype_variance", "max_cosine"]
 
 
@@ -37,4 +39,5 @@ def spread_prototypes(m: int, d: int, *, steps: int = 10_000, lr: float = 0.1, s
 
 def prototype_variance(p: torch.Tensor) -> float:
     """1 - |mean_i p_i| of the unit-normalised prototypes `[M, D]` (0: all equal; near 1: spread)."""
+    check_tensor("prototypes", p, ndim=2, floating=True, finite=True, non_empty=True)
     return float(1 - F.normalize(p, dim=1).mean(0).norm())
