@@ -66,7 +66,7 @@ def check_finite(name: str, value: torch.Tensor) -> None:
     CPU); only when it is not finite — bad values, or finite ones whose sum overflows — each
     element is tested.
     """
-    if not value.is_floating_point() or value.numel() == 0 or math.isfinite(float(value.sum())):
+    if not value.is_floating_point() or value.numel() == 0 or math.isfinite(float(value.detach().sum())):
         return
     n_bad = int((~torch.isfinite(value)).sum())
     if n_bad:

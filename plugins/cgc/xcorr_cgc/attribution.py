@@ -107,6 +107,9 @@ def rise_blur_kernel(size: int = 11, sigma: float = 5.0, truncate: float = 4.0) 
 
 def blur(images: torch.Tensor, kernel: torch.Tensor | None = None, padding: Literal["zeros", "reflect"] = "zeros") -> torch.Tensor:
     """Blur every channel of ``images`` `[B, C, H, W]` with ``kernel`` (default: `rise_blur_kernel`)."""
+    check_tensor("images", images, ndim=4, floating=True, finite=True, non_empty=True)
+    if kernel is not None:
+        check_tensor("kernel", kernel, ndim=2, floating=True, finite=True, non_empty=True)
     k = (kernel if kernel is not None else rise_blur_kernel()).to(images)
     c, p = images.shape[1], k.shape[-1] // 2
     weight = k[None, None].expand(c, 1, -1, -1)
@@ -130,7 +133,10 @@ def eval_mode(model: nn.Module, enabled: bool = True) -> Iterator[nn.Module]:
 
 def curve_auc(curves: torch.Tensor) -> torch.Tensor:
     """Trapezoid AUC on [0, 1] of curves `[B, n]` sampled at n equally spaced points: ``(sum s - s_0/2 - s_last/2) / (n - 1)``."""
+    check_tensor("curves", curves, floating=True, finite=True, non_empty=True)
     n = curves.shape[-1]
+    if n < 2:
+        raise InputError(f"a curve needs at least 2 points, got {n}")
     return (curves.sum(-1) - curves[..., 0] / 2 - curves[..., -1] / 2) / (n - 1)
 
 

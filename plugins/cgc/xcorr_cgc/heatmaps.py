@@ -133,6 +133,7 @@ def captum_map(model: nn.Module, images: torch.Tensor, layer: str, targets: torc
 
 def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Bilinear resize of `[B, h, w]` maps to ``size`` (``align_corners=False``, as the authors)."""
+    check_tensor("maps", maps, ndim=3, floating=True, finite=True, non_empty=True)
     if tuple(maps.shape[-2:]) == tuple(size):
         return maps
     return F.interpolate(maps[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
@@ -140,4 +141,5 @@ def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 def normalise_mass(maps: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """CGC's normalisation ``M / (sum M + eps) + eps`` per map `[B, H, W]`."""
+    check_tensor("maps", maps, floating=True, finite=True, non_empty=True)
     return maps / (maps.sum(dim=(-2, -1), keepdim=True) + eps) + eps

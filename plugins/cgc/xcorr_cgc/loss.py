@@ -81,12 +81,16 @@ def info_nce(anchor: torch.Tensor, positive: torch.Tensor, temperature: float) -
         anchor: `[B, D]` L2-normalised aug maps.
         positive: `[B, D]` L2-normalised transformed orig maps.
     """
+    check_tensor("anchor", anchor, ndim=2, floating=True, finite=True, non_empty=True)
+    check_tensor("positive", positive, shape=tuple(anchor.shape), floating=True, finite=True)
     b = anchor.shape[0]
     pos = (anchor * positive).sum(1, keepdim=True)
     sim = anchor @ anchor.T
     off = ~torch.eye(b, dtype=torch.bool, device=anchor.device)
     neg = sim[off].view(b, b - 1)  # row b keeps k != b in order
     logits = torch.cat([pos, neg], dim=1) / temperature
+    if not bool(torch.isfinite(logits).all()):
+        raise InputError("InfoNCE logits overflow: anchor and positive must be L2-normalised rows (norm 1)")
     return F.cross_entropy(logits, torch.zeros(b, dtype=torch.long, device=anchor.device))
 
 

@@ -74,6 +74,7 @@ def transform_maps(maps: torch.Tensor, boxes: torch.Tensor, flips: torch.Tensor,
         `[B, size, size]` (or `[B, C, size, size]`), equal to slicing ``[i:i+h, j:j+w]``, ``F.interpolate``
         (bilinear, ``align_corners=False``) and ``flip(-1)`` per image, in one ``grid_sample``.
     """
+    check_tensor("maps", maps, floating=True, finite=True, non_empty=True)
     squeeze = maps.ndim == 3
     x = maps[:, None] if squeeze else maps
     if x.ndim != 4:
