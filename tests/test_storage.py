@@ -29,27 +29,26 @@ def _mount(path: Path, options: str) -> bool:
     return subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True).returncode == 0
 
 
-@pytest.fixture
-def tiny_fs(tmp_path: Path) -> Iterator[Path]:
-    """A 256 KB tmpfs (skipped where mounting is not allowed)."""
+def _mounted(tmp_path: Path, options: str) -> Iterator[Path]:
+    """A tmpfs mounted with ``options`` for one test (skipped where mounting is not allowed)."""
     mnt = tmp_path / f"fs-{uuid.uuid4().hex[:6]}"
-    if not _mount(mnt, "size=256k"):
+    if not _mount(mnt, options):
         pytest.skip("cannot mount a tmpfs here (needs root)")
     try:
         yield mnt
     finally:
         subprocess.run(["umount", str(mnt)], check=False)
+
+
+@pytest.fixture
+def tiny_fs(tmp_path: Path) -> Iterator[Path]:
+    """A 256 KB tmpfs."""
+    yield from _mounted(tmp_path, "size=256k")
 
 
 @pytest.fixture
 def read_only_fs(tmp_path: Path) -> Iterator[Path]:
-    mnt = tmp_path / f"ro-{uuid.uuid4().hex[:6]}"
-    if not _mount(mnt, "ro,size=64k"):
-        pytest.skip("cannot mount a tmpfs here (needs root)")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", str(mnt)], check=False)
+    yield from _mounted(tmp_path, "ro,size=64k")
 
 
 def _left(root: Path) -> list[str]:
