@@ -24,7 +24,7 @@ demo: $(STAMP)
 	$(VENV)/bin/xcorr demo --out $(OUT)
 
 test: $(STAMP)
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests docs
 	@set -e; for p in $(PLUGIN_DIRS); do echo "== plugin $$p"; (cd $$p && ../../$(PY) -m pytest tests); done
 	$(VENV)/bin/mkdocs build --strict --quiet -d $(VENV)/site
 
