@@ -10,11 +10,13 @@ errors/results/validation/fileio modules.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
+import importlib
 from pathlib import Path
-from typing import Literal
+from types import ModuleType
+from typing import TYPE_CHECKING, Literal
 
-import faiss
 import numpy as np
 import torch
 
@@ -22,6 +24,9 @@ from .errors import IndexFileError, InputError
 from .fileio import atomic_write
 from .results import Tensor, TensorModel
 from .validation import check_tensor
+
+if TYPE_CHECKING:
+    import faiss
 
 __all__ = ["GalleryIndex", "SearchResult"]
 
@@ -41,6 +46,12 @@ def _digest(*tensors: torch.Tensor) -> str:
     return h.hexdigest()
 
 
+@functools.cache
+def _faiss() -> ModuleType:
+    """faiss, imported on first use: `import xcorr_core` does not load it (a second or more of start-up)."""
+    return importlib.import_module("faiss")
+
+
 def _read_faiss(blob: torch.Tensor) -> faiss.Index:
     """Deserialise a faiss index from a (memory-mapped) uint8 tensor in 16 MB reads, without the
     whole-buffer copy `faiss.deserialize_index` makes: the peak stays at about one index."""
@@ -53,6 +64,7 @@ def _read_faiss(blob: torch.Tensor) -> faiss.Index:
         pos += len(chunk)
         return chunk
 
+    faiss = _faiss()
     return faiss.read_index(faiss.PyCallbackIOReader(read, 1 << 24))
 
 
@@ -119,6 +131,7 @@ class GalleryIndex:
         self.labels = torch.empty(0, dtype=torch.int64)
 
     def _new_faiss(self) -> faiss.Index:
+        faiss = _faiss()
         fmetric = faiss.METRIC_L2 if self.metric == "l2" else faiss.METRIC_INNER_PRODUCT
         if self.kind == "flat":
             return faiss.IndexFlat(self.dim, fmetric)
@@ -181,7 +194,7 @@ class GalleryIndex:
 
     def nbytes(self) -> int:
         """Bytes of the serialised faiss index (vectors, codes, graph, centroids; ids/labels not included)."""
-        return int(faiss.serialize_index(self._index).size)
+        return int(_faiss().serialize_index(self._index).size)
 
     def __len__(self) -> int:
         return int(self._index.ntotal)
@@ -268,6 +281,7 @@ class GalleryIndex:
         ids = np.ascontiguousarray(pos.clamp_min(0).numpy(), dtype=np.int64)
         nq, kk = ids.shape
         sc = np.empty((nq, kk), np.float32)
+        faiss = _faiss()
         args = (faiss.swig_ptr(y), faiss.swig_ptr(ids), self.dim, nq, kk)
         if self.metric == "l2":
             faiss.fvec_L2sqr_by_idx(faiss.swig_ptr(sc), faiss.swig_ptr(q), *args)
@@ -327,7 +341,7 @@ class GalleryIndex:
 
     # -- persistence -----------------------------------------------------------------
     def _payload(self) -> tuple[dict, str]:
-        blob = torch.from_numpy(faiss.serialize_index(self._index).copy())
+        blob = torch.from_numpy(_faiss().serialize_index(self._index).copy())
         digest = _digest(blob, self.ids, self.labels)
         payload = {
             "format": _FORMAT, "version": _VERSION, "dim": self.dim, "metric": self.metric, "kind": self.kind,

@@ -43,3 +43,14 @@ def test_explainer_and_metric() -> None:
     assert xc.create("explainer", "template_votes").explain(case).votes.tolist() == [1, 0, 2]
     r = xc.create("metric", "template_error_rate").compute(predictions=torch.tensor([1, 2]), targets=torch.tensor([1, 0]))
     assert r.value == 0.5
+
+
+def test_components_conform(xcorr_cases) -> None:
+    """The core's conformance kit (fixtures from its pytest plugin): the contract a pipeline relies on."""
+    from xcorr_core.testing import check_explainer, check_matcher, check_metric, check_reranker
+    from xcorr_template.components import ArgmaxMatcher, ErrorRate, PatchCosineReRanker, VoteExplainer
+
+    check_reranker(PatchCosineReRanker)
+    check_matcher(ArgmaxMatcher)
+    check_explainer(VoteExplainer, cases=xcorr_cases[:3])
+    check_metric(ErrorRate)

@@ -85,8 +85,9 @@ class VoteExplainer(xc.Explainer):
         num_classes: int | None = Field(None, ge=1, description="histogram length (default: max label + 1)")
 
     def explain(self, case: xc.Case) -> VoteExplanation:
-        if case.neighbour_labels is None:
-            raise xc.InputError("template_votes needs neighbour_labels")
+        missing = sorted(f for f in self.requires if getattr(case, f) is None)
+        if missing:
+            raise xc.InputError(f"template_votes needs {missing}")
         n = self.config.num_classes or int(case.neighbour_labels.max()) + 1
         votes = torch.bincount(case.neighbour_labels, minlength=n)
         return VoteExplanation(method=self.name, query_id=case.query_id, prediction=case.prediction,

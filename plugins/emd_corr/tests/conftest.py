@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from hypothesis import HealthCheck, settings
+from hypothesis import settings
 
-settings.register_profile("xcorr", deadline=None, derandomize=True, max_examples=30, suppress_health_check=[HealthCheck.too_slow])
-settings.load_profile("xcorr")
+settings.load_profile("xcorr")  # registered by xcorr_core.testing's pytest plugin
