@@ -356,30 +356,70 @@ def test_register_plugin_is_idempotent_for_the_same_object() -> None:
         xc.register_plugin(types.ModuleType("x"), name="twice")
 
 
-def test_core_has_no_import_circle() -> None:
-    """Module-level and function-level relative imports of the core form no cycle (issue 15, item 12)."""
+def _import_graph(package: Path) -> dict[str, set[str]]:
+    """Module -> modules of the same package it imports (relative or absolute, at module level or
+    inside functions), for every .py file under ``package`` (subpackages included)."""
     import ast
 
-    root = Path(xc.__file__).parent
+    top = package.name
     graph: dict[str, set[str]] = {}
-    for f in root.glob("*.py"):
+    for f in package.rglob("*.py"):
+        parts = list(f.relative_to(package.parent).with_suffix("").parts)
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        pkg = parts[:-1]  # the package the file's relative imports start from
         deps: set[str] = set()
         for node in ast.walk(ast.parse(f.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.level == 1:
-                deps |= {node.module.split(".")[0]} if node.module else {a.name for a in node.names}
-        graph[f.stem] = deps
+            if isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = pkg[: len(pkg) - node.level + 1]
+                    mod = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    mod = node.module or ""
+                if mod.split(".")[0] == top:
+                    deps.add(mod)
+                    deps |= {f"{mod}.{a.name}" for a in node.names}  # `from . import x` names a module
+            elif isinstance(node, ast.Import):
+                deps |= {a.name for a in node.names if a.name.split(".")[0] == top}
+        graph[name] = deps
+    return {m: {d for d in deps if d in graph and d != m} for m, deps in graph.items()}
 
+
+def _circles(graph: dict[str, set[str]]) -> list[str]:
     def reach(start: str) -> set[str]:
         seen, todo = set(), [start]
         while todo:
             for d in graph.get(todo.pop(), ()):
-                if d in graph and d not in seen:
+                if d not in seen:
                     seen.add(d)
                     todo.append(d)
         return seen
 
-    circles = sorted(m for m in graph if m in reach(m) and m != "__init__")
-    assert circles == [], f"modules on an import circle: {circles}"
+    # a package's __init__ re-exporting its modules is not a circle: leave packages out as targets
+    packages = {m for m in graph if any(k.startswith(m + ".") for k in graph)}
+    g = {m: deps - packages for m, deps in graph.items() if m not in packages}
+    graph = g
+    return sorted(m for m in graph if m in reach(m))
+
+
+PACKAGES = [Path(xc.__file__).parent] + sorted((Path(xc.__file__).parents[1] / "plugins").glob("*/xcorr_*"))
+
+
+@pytest.mark.parametrize("package", PACKAGES, ids=lambda p: p.name)
+def test_no_import_circle(package: Path) -> None:
+    """No module of the core or of any plugin reaches itself through imports of its own package,
+    module-level or inside functions (issue 15 item 12; issue 28: subpackages and plugins too)."""
+    circles = _circles(_import_graph(package))
+    assert circles == [], f"modules on an import circle in {package.name}: {circles}"
+
+
+def test_the_circle_finder_sees_function_level_imports(tmp_path: Path) -> None:
+    pkg = tmp_path / "xcorr_demo_pkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("from .a import f\n")
+    (pkg / "a.py").write_text("def f():\n    from .sub.b import g\n")
+    (pkg / "sub" / "__init__.py").write_text("")
+    (pkg / "sub" / "b.py").write_text("from ..a import f\n")
+    assert _circles(_import_graph(pkg)) == ["xcorr_demo_pkg.a", "xcorr_demo_pkg.sub.b"]
 
 
 def test_iter_batches_prepare_is_applied(tiny_model) -> None:

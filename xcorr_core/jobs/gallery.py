@@ -10,12 +10,12 @@ Layout of a gallery folder::
     vectors.npy     float32 [N, D] pooled vectors (what the index was built from; exact search for eval)
     store/          the `ShardedStore` of spatial maps (when the pipeline re-ranks)
 
-``gallery.json`` is written last: a folder without it is unfinished and is rebuilt.
-Depends on numpy, torch, tqdm and the core.
+``gallery.json`` is written last: a folder without it is unfinished and is rebuilt. Reading a
+finished folder is `gallery_files` (which the query workers also use). Depends on numpy, torch,
+tqdm and the core.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import time
@@ -27,37 +27,14 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import IndexFileError, InputError
-from ..fileio import atomic_write, check_seal, make_dir, reserve, sealed
+from ..fileio import atomic_write, make_dir, reserve, sealed
 from ..index import GalleryIndex
-from ..shards import ShardedStore, ShardedStoreWriter
+from ..shards import ShardedStoreWriter
 from ..sources import load_source
+from .gallery_files import GALLERY_FORMAT, _read_info, _sha256, open_gallery
 from .spec import JobSpec
 
 __all__ = ["build_gallery", "open_gallery", "eval_index", "GALLERY_FORMAT"]
-
-GALLERY_FORMAT = "xcorr.Gallery/1"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 24):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _read_info(folder: Path) -> dict[str, Any] | None:
-    path = folder / "gallery.json"
-    if not path.is_file():
-        return None
-    try:
-        info = json.loads(path.read_text())
-    except ValueError as exc:
-        raise IndexFileError(f"{path} is not valid JSON: {exc}") from exc
-    if not isinstance(info, dict) or info.get("format") != GALLERY_FORMAT:
-        raise IndexFileError(f"{path} is not an xcorr gallery description")
-    return check_seal(info, path)
-
 
 def build_gallery(job: JobSpec, folder: str | Path, executor: Any, *, data: Any = None, progress: bool | None = None,
                   reuse: bool = True) -> dict[str, Any]:
@@ -149,31 +126,6 @@ def build_gallery(job: JobSpec, folder: str | Path, executor: Any, *, data: Any 
                 "store": store.nbytes if store is not None else 0}}
     atomic_write(folder / "gallery.json", lambda f: f.write(json.dumps(sealed(info), indent=1).encode()))
     return info
-
-
-def open_gallery(folder: str | Path, *, verify: str = "rows", need_store: bool = True) -> tuple[GalleryIndex, ShardedStore | None, dict[str, Any]]:
-    """The index, store and description of a built gallery; `IndexFileError` if unfinished or corrupt."""
-    folder = Path(folder)
-    info = _read_info(folder)
-    if info is None:
-        raise IndexFileError(f"no finished gallery at {folder} (gallery.json is missing): build it with `xcorr index build`")
-    ipath = folder / "gallery.index"
-    if not ipath.is_file() or _sha256(ipath) != info["index_sha256"]:
-        raise IndexFileError(f"{ipath} is missing or does not match its checksum in gallery.json")
-    index = GalleryIndex.load(ipath, expected_dim=info["dim"])
-    if index.refine > 1 and index.kind != "flat":  # exact re-scoring reads the memory-mapped vectors
-        vpath = folder / "vectors.npy"
-        if not vpath.is_file():
-            raise IndexFileError(f"{vpath} is missing (the index re-scores from it: refine={index.refine})")
-        index.attach_vectors(np.load(vpath, mmap_mode="r"))
-    store = None
-    if need_store:
-        if not info.get("map_shape"):
-            raise IndexFileError(f"the gallery at {folder} has no spatial store (built for a pipeline without re-rankers)")
-        store = ShardedStore.open(folder / "store", verify=verify)  # type: ignore[arg-type]
-        if len(store) != len(index):
-            raise IndexFileError(f"{folder}: store has {len(store)} maps, index {len(index)} vectors")
-    return index, store, info
 
 
 def eval_index(folder: str | Path, *, k: int = 50, queries: int = 1000, seed: int = 0, nprobe: list[int] | None = None,

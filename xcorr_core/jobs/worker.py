@@ -119,7 +119,7 @@ class QueryWorker:
 
     def __init__(self, job: dict[str, Any], gallery_dir: str, data: Any = None, num_cpus: float | None = None) -> None:
         from ..pipeline import Pipeline
-        from .gallery import open_gallery
+        from .gallery_files import open_gallery
         from .spec import JobSpec
 
         set_threads(num_cpus)

@@ -1,5 +1,6 @@
 """Small models shipped with the core, torchvision backbones, and users' models by name (timm, torchvision, Hugging Face, open_clip)."""
-from .named import NAMED_PREFIXES, Preprocess, add_preprocess, load_named_model, read_weights
+from .named import NAMED_PREFIXES, load_named_model, read_weights
+from .preprocess import Preprocess, add_preprocess
 from .small_resnet import BasicBlock, SmallResNet
 from .zoo import (
     SHIPPED,

@@ -16,11 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from pydantic import BaseModel
 from torch import nn
 
 from ..errors import ConfigError, IndexFileError
+from .preprocess import Preprocess, add_preprocess
 from .zoo import check_state_dict, read_state_dict
 
 __all__ = ["Preprocess", "load_named_model", "add_preprocess", "NAMED_PREFIXES", "read_weights"]
@@ -28,32 +27,6 @@ __all__ = ["Preprocess", "load_named_model", "add_preprocess", "NAMED_PREFIXES",
 NAMED_PREFIXES = ("timm", "torchvision", "hf", "open_clip")
 _EXTRA = {"timm": ("timm", "timm"), "hf": ("transformers", "hf"), "open_clip": ("open_clip", "open_clip")}
 _IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-
-
-class Preprocess(BaseModel):
-    """What a model expects of its inputs: `(H, W)` and per-channel mean / std of images in [0, 1]."""
-
-    size: tuple[int, int] | None
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-
-
-def add_preprocess(model: nn.Module, pre: Preprocess, *, resize: bool = True) -> nn.Module:
-    """Make ``model`` take images in [0, 1]: a forward pre-hook resizes them to ``pre.size`` (bilinear,
-    antialiased; only when they differ and ``resize``) and normalises them. Sets ``model.xcorr_preprocess``."""
-    mean = torch.tensor(pre.mean).view(1, 3, 1, 1)
-    std = torch.tensor(pre.std).view(1, 3, 1, 1)
-
-    def hook(_m: nn.Module, args: tuple) -> tuple:
-        x = args[0]
-        if resize and pre.size is not None and tuple(x.shape[-2:]) != tuple(pre.size):
-            x = F.interpolate(x, size=pre.size, mode="bilinear", align_corners=False, antialias=True)
-        x = (x - mean.to(x.device, x.dtype)) / std.to(x.device, x.dtype)
-        return (x, *args[1:])
-
-    model.register_forward_pre_hook(hook)
-    model.xcorr_preprocess = pre  # type: ignore[assignment]
-    return model
 
 
 def read_weights(path: str | Path) -> dict[str, torch.Tensor]:

@@ -17,6 +17,7 @@ from torch import nn
 from ..errors import IndexFileError, InputError
 from ..fileio import atomic_write
 from ..validation import check_images, check_tensor
+from .preprocess import Preprocess
 from .small_resnet import SmallResNet
 
 __all__ = ["check_state_dict", "check_model_images", "takes_unit_images", "load_pretrained", "save_checkpoint", "save_vit_checkpoint", "load_checkpoint", "torchvision_backbone", "imagenet_normalize", "model_card", "SHIPPED",
@@ -99,8 +100,6 @@ def load_pretrained(name: Literal["birds", "herd", "birds_vit"]) -> Any:
         raise IndexFileError(f"shipped weights {path} are missing; run scripts/train_models.py to make them")
     model = load_checkpoint(path)
     if name == "birds_vit":
-        from .named import Preprocess
-
         model.xcorr_preprocess = Preprocess(size=None, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))  # [0, 1] images as they are
     return model
 

@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .chain import _modules_of
+
 __all__ = ["LocalTail", "local_tail_of"]
 
 
@@ -90,8 +92,6 @@ def _block_layers(block: nn.Module) -> list[_Layer] | None:
 def local_tail_of(g: nn.Module) -> LocalTail | None:
     """The `LocalTail` of ``g`` when it is residual blocks + pooling + linear (as `split_model` builds
     for a ResNet cut inside ``layer4``, or an ``nn.Sequential`` of the same parts), else None."""
-    from .split import _modules_of
-
     mods = _modules_of(g)
     if not mods:
         return None

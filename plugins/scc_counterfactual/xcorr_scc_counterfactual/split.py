@@ -21,6 +21,7 @@ from torch import nn
 from xcorr_core import FeatureExtractor
 from xcorr_core.errors import InputError, LayerNotFoundError
 
+from .chain import _Chain, _modules_of
 from .tails import TokenTail, tail_for
 
 if TYPE_CHECKING:
@@ -38,26 +39,6 @@ class PoolLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(x.mean((2, 3)))
-
-
-class _Chain(nn.Module):
-    """Apply modules in order, flattening before the first ``nn.Linear`` (as torchvision's forwards do)."""
-
-    def __init__(self, modules: list[nn.Module]) -> None:
-        super().__init__()
-        self.parts = nn.ModuleList(modules)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for m in self.parts:
-            if isinstance(m, nn.Linear) and x.ndim > 2:
-                x = torch.flatten(x, 1)
-            x = m(x)
-        return x
-
-
-def _modules_of(g: nn.Module) -> list[nn.Module] | None:
-    """The steps of a chain this file built or of an ``nn.Sequential``; None for any other module."""
-    return list(g.parts) if isinstance(g, _Chain) else list(g) if isinstance(g, nn.Sequential) else None
 
 
 def in_training(g: nn.Module) -> bool:
