@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import yaml
@@ -39,8 +40,9 @@ from sybil.parsers.markdown import CodeBlockParser, PythonCodeBlockParser, SkipP
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 BASH_TIMEOUT_S = 600
-# a block that takes longer than this here must say how long, in the block or the text just before it
-# ("about 30 s here"), so a reader pasting the page knows what to expect
+# a block that takes longer than this here should say how long, in the block or the text just before
+# it ("about 30 s here"), so a reader pasting the page knows what to expect; a block that does not
+# gets a warning in the test summary
 SLOW_S = 20.0
 _TIMING_NOTE = re.compile(r"\d+\s*(s|min) here")
 
@@ -143,8 +145,9 @@ def _timed(evaluate):
         text = example.document.text
         context = text[max(0, example.start - 400): example.end]
         if took > SLOW_S and not _TIMING_NOTE.search(context):
-            raise AssertionError(f"block at line {example.line} took {took:.0f} s here; say so on the page, in the "
-                                 f"block or just before it (e.g. 'about {took:.0f} s here')")
+            # a warning in the test summary, not a failure: timings vary with load (speed is not tested)
+            warnings.warn(f"{Path(example.path).name} block at line {example.line} took {took:.0f} s here; say so on the "
+                          f"page, in the block or just before it (e.g. 'about {took:.0f} s here')", stacklevel=1)
 
     return run
 

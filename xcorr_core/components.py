@@ -94,6 +94,11 @@ class Case(TensorModel):
         shortlist_ids: gallery ids of the shortlist `[N]` the ranking refers to.
         method: the classifier that decided ("knn" or a re-ranker name).
         grid: `(H, W)` of the spatial maps that ranking pairs index.
+        model: the pipeline's model (`nn.Module`), for explainers of the classifier itself
+            (Grad-CAM, counterfactuals); never serialised.
+        distractors: `[n, 3, H, W]` gallery images of the distractor class, nearest to the query
+            first (counterfactual explainers); distractor_ids: their gallery ids `[n]`;
+            distractor_class: their class, the nearest gallery class other than the prediction.
     """
 
     query_id: int | None = None
@@ -108,6 +113,10 @@ class Case(TensorModel):
     shortlist_ids: Tensor | None = None
     method: str | None = None
     grid: tuple[int, int] | None = None
+    model: Any = Field(None, exclude=True, repr=False)
+    distractors: Tensor | None = None
+    distractor_ids: Tensor | None = None
+    distractor_class: int | None = None
 
 
 class Explainer(Component):

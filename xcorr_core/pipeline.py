@@ -26,7 +26,6 @@ from .index import GalleryIndex
 from .knn import majority_vote
 from .results import Explanation, MethodResult, MetricResult, Ranking, RunResult
 from .spec import (
-    METRIC_INPUTS,
     ComponentSpec,
     DecisionSpec,
     ExplainSelection,
@@ -37,6 +36,7 @@ from .spec import (
 )
 from .store import SpatialStore
 from .validation import check_images
+from .vocabulary import check_metric_inputs, metric_inputs
 
 __all__ = ["load_model", "PipelineSpec", "ComponentSpec", "FeatureSpec", "IndexSpec", "DecisionSpec", "ExplainSelection",
            "Pipeline", "MethodResult", "RunResult"]
@@ -46,6 +46,8 @@ class _Built(BaseModel):
     rerankers: list[tuple[str, Any]]
     explainers: list[Any]
     metrics: list[tuple[str, Any]]
+    explainer_keys: list[str] = []
+    metric_explainer: dict[str, str | None] = {}  # metric key -> the explainer key whose outputs it reads
 
 
 def _length(data: Any, name: str) -> int:
@@ -196,8 +198,18 @@ class Pipeline:
             return comp
 
         explainers = [checked("explainer", f"explainers[{i}]", cs, available) for i, cs in enumerate(spec.explainers)]
-        metrics = [(cs.key, checked("metric", f"metrics[{i}]", cs, METRIC_INPUTS)) for i, cs in enumerate(spec.metrics)]
-        return _Built(rerankers=rerankers, explainers=explainers, metrics=metrics)
+        explainer_keys = [cs.key for cs in spec.explainers]
+        metrics, wiring = [], {}
+        for i, cs in enumerate(spec.metrics):
+            where, source = f"metrics[{i}]", cs.config.get("explainer")
+            if source is not None and not isinstance(source, str):
+                raise ConfigError(f"{where}.config.explainer: the key of an explainer, got {source!r}", field=f"{where}.config.explainer")
+            m = make("metric", where, cs.model_copy(update={"config": {k: v for k, v in cs.config.items() if k != "explainer"}}))
+            check_metric_inputs(where, cs.name, frozenset(getattr(m, "requires", ())), source, explainer_keys)
+            metrics.append((cs.key, m))
+            wiring[cs.key] = source
+        return _Built(rerankers=rerankers, explainers=explainers, metrics=metrics, explainer_keys=explainer_keys,
+                      metric_explainer=wiring)
 
     @property
     def methods(self) -> list[str]:
@@ -413,21 +425,30 @@ class Pipeline:
         correct = (pred == targets).nonzero().flatten().tolist()
         wrong = (pred != targets).nonzero().flatten().tolist()
         chosen = correct[: self.spec.explain.correct] + wrong[: self.spec.explain.wrong]
-        explanations: list[Explanation] = []
+        keyed: list[tuple[str, Explanation]] = []
         for i in chosen:
             case = self._case(d, i, targets)
             img = data[i][0]
             case.image = img if isinstance(img, torch.Tensor) else None
-            explanations += self._explain_case(case)
-        metrics = self._metrics(d, targets, explanations)
+            keyed += self._explain_case_keyed(case)
+        explanations = [e for _, e in keyed]
+        metrics = self._metrics(d, targets, explanations, data=data, keyed=keyed)
         return MethodResult(method=d.method, predictions=pred, targets=targets, confidences=d.confidences, neighbour_ids=d.ids,
                             neighbour_labels=d.labels, metrics=metrics, explanations=explanations, seconds=d.seconds)
 
 
     def _explain_case(self, case: Case) -> list[Explanation]:
         """Every explainer of the spec that applies to ``case`` (its method and the fields it needs)."""
+        return [e for _, e in self._explain_case_keyed(case)]
+
+    def _explain_case_keyed(self, case: Case) -> list[tuple[str, Explanation]]:
+        """`_explain_case` with each explanation's explainer key. The case gets the pipeline's model,
+        and distractors when an explainer needs them."""
+        case.model = self.model
+        if case.distractors is None and any("distractors" in getattr(ex, "requires", ()) for ex in self._built.explainers):
+            self._add_distractors(case)
         out = []
-        for ex in self._built.explainers:
+        for key, ex in zip(self._built.explainer_keys, self._built.explainers):
             allowed = getattr(ex, "methods", None)
             if allowed is not None and case.method not in allowed:
                 continue  # e.g. an explainer of one re-ranker's decisions
@@ -437,15 +458,44 @@ class Pipeline:
             if not isinstance(exp, Explanation):
                 raise ComponentOutputError(f"{_owner('explainer', getattr(ex, 'name', '?'), ex)} returned {type(exp).__name__}, "
                                            "not an Explanation")
-            out.append(exp)
+            out.append((key, exp))
         return out
 
-    def _metrics(self, d: "_Decisions", targets: torch.Tensor, explanations: list[Explanation]) -> dict[str, MetricResult]:
-        inputs = {"predictions": d.predictions, "targets": targets, "confidences": d.confidences, "explanations": explanations,
-                  "neighbour_ids": d.ids, "neighbour_labels": d.labels}
+    def _add_distractors(self, case: Case) -> None:
+        """``case.distractors``: up to ``explain.distractors`` gallery images of the nearest gallery
+        class other than the prediction, nearest to the query first (needs the gallery `fit` kept)."""
+        if self.gallery is None or self.index is None or case.image is None or case.prediction is None:
+            return
+        f, n, total = self.spec.features, self.spec.explain.distractors, len(self.index)
+        with torch.no_grad():
+            q = self.extractor(self._check_images(case.image[None].float().to(self._device()))).pooled[f.pooled_layer].cpu()
+        k = min(total, max(64, 4 * n))
+        while True:
+            res = self.index.search(q, k)
+            labels, ids = res.labels[0], res.ids[0]
+            other = labels[labels != case.prediction]
+            cls = int(other[0]) if len(other) else None
+            if k >= total or (cls is not None and int((labels == cls).sum()) >= n):
+                break
+            k = min(total, 4 * k)
+        if cls is None:
+            return
+        pick = ids[labels == cls][:n]
+        case.distractor_class, case.distractor_ids = cls, pick
+        case.distractors = torch.stack([self.gallery[int(i)][0] for i in pick])
+
+    def _metrics(self, d: "_Decisions", targets: torch.Tensor, explanations: list[Explanation], *, data: Any = None,
+                 keyed: list[tuple[str, Explanation]] | None = None) -> dict[str, MetricResult]:
+        """Each metric of the spec over one method's decisions, with the inputs its ``requires``
+        names (`xcorr_core.vocabulary`); a metric wired to an explainer reads only that one's outputs."""
+        decisions = {"predictions": d.predictions, "targets": targets, "confidences": d.confidences, "neighbour_ids": d.ids,
+                     "neighbour_labels": d.labels, "model": self.model}
         metrics = {}
         for mname, m in self._built.metrics:
-            res = m.compute(**{key: inputs[key] for key in m.requires})
+            source = self._built.metric_explainer.get(mname)
+            mine = explanations if source is None else [e for k, e in (keyed or []) if k == source]
+            inputs = metric_inputs(mname, frozenset(m.requires), decisions, mine, data, "queries", self.gallery)
+            res = m.compute(**inputs)
             if not isinstance(res, MetricResult):
                 raise ComponentOutputError(f"{_owner('metric', mname, m)} returned {type(res).__name__}, not a MetricResult")
             metrics[mname] = res

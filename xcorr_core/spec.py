@@ -14,10 +14,12 @@ from pydantic import ConfigDict, Field, StrictBool, StrictInt, ValidationError
 from .components import StrictConfig
 from .errors import ConfigError
 from .layouts import Layout
+from .vocabulary import VOCABULARY
 
 __all__ = ["PipelineSpec", "ComponentSpec", "FeatureSpec", "IndexSpec", "DecisionSpec", "ExplainSelection", "METRIC_INPUTS"]
 
-METRIC_INPUTS = frozenset({"predictions", "targets", "confidences", "explanations", "neighbour_ids", "neighbour_labels"})
+#: every name a pipeline can hand a metric (descriptions: `xcorr_core.vocabulary.VOCABULARY`)
+METRIC_INPUTS = frozenset(VOCABULARY)
 
 
 class ComponentSpec(StrictConfig):
@@ -101,6 +103,9 @@ class ExplainSelection(StrictConfig):
 
     correct: StrictInt = Field(1, ge=0)
     wrong: StrictInt = Field(1, ge=0)
+    distractors: StrictInt = Field(20, ge=1, description="gallery images of the distractor class handed to counterfactual "
+                                                         "explainers (the SCC paper's up to 20): the nearest gallery class other "
+                                                         "than the prediction, its images nearest to the query first")
 
 
 class PipelineSpec(StrictConfig):

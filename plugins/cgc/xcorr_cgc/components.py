@@ -54,7 +54,8 @@ class _MapExplainer(xc.Explainer):
 
     class Config(xc.StrictConfig):
         layer: str = Field("layer4", description="dotted name of the conv layer explained (the map before global pooling)")
-        model: str | None = Field(None, description="for explain(case): a shipped model ('birds'), a plugin model or a checkpoint file")
+        model: str | None = Field(None, description="for explain(case): a shipped model ('birds'), a plugin model or a checkpoint "
+                                                     "file; None: the pipeline's model (the case's)")
         target: Literal["model", "prediction", "target"] = Field(
             "model", description="class explained in a pipeline: the model's own top-1, the pipeline's prediction or the true label")
         engine: Literal["native", "captum"] = Field("native", description="native: one batched backward; captum: LayerGradCam / LayerGradientXActivation")
@@ -100,7 +101,8 @@ class _MapExplainer(xc.Explainer):
         return self._model
 
     def explain(self, case: xc.Case) -> HeatmapExplanation:
-        model = self._loaded_model()
+        # config.model when set; else the pipeline's own model, which the case carries
+        model = case.model if self.config.model is None and case.model is not None else self._loaded_model()
         if case.image is None:
             raise xc.InputError(f"{self.name} needs the case's image")
         target = {"model": None, "prediction": case.prediction, "target": case.target}[self.config.target]

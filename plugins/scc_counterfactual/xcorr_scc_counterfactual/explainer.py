@@ -18,7 +18,7 @@ import xcorr_core as xc
 from xcorr_core.errors import InputError
 from xcorr_core.validation import check_tensor
 
-from .auxiliary import AuxiliaryModel
+from .auxiliary import AuxiliaryModel, load_auxiliary
 from .search import Edit, apply_edits, search_counterfactual, semantic_cosine
 from .split import ModelSplit, split_model
 
@@ -89,6 +89,13 @@ class SCCExplainer(xc.Explainer):
                                 "local when g is residual blocks + pooling + linear (the paper's ResNet-50 cut); else generic")
         chunk: int | None = Field(None, ge=1, description="candidates scored per batch; None = as many as fit memory_mb")
         memory_mb: float = Field(1024.0, gt=0, description="working-memory budget of one batch of candidates (MB)")
+        auxiliary: Literal["ssl", "parts"] = Field("ssl", description="explain(case) in a pipeline: the shipped auxiliary model of "
+                                                                       "the semantic term and pre-filter (SynthBirds)")
+
+    def __init__(self, config: Any = None) -> None:
+        super().__init__(config)
+        self._split: tuple[int, ModelSplit] | None = None
+        self._aux: AuxiliaryModel | None = None
 
     def explain_images(self, model: nn.Module | ModelSplit, query_image: torch.Tensor, distractor_images: torch.Tensor,
                        aux: AuxiliaryModel | None = None, *, target: int | None = None, query_id: int | None = None,
@@ -109,8 +116,31 @@ class SCCExplainer(xc.Explainer):
         )
 
     def explain(self, case: xc.Case) -> Counterfactual:
-        raise InputError(f"{self.name} needs a classifier and distractor images: call "
-                         "explain_images(model, query_image, distractor_images, aux)")
+        """In a pipeline: the case's model (cut at ``config.layer``), its image, and the gallery
+        distractors the pipeline chose (the nearest gallery class other than the prediction). As the
+        authors' code does, distractors the model does not classify as that class are dropped; the
+        query must be classified as another class (`InputError` otherwise)."""
+        if case.model is None or case.image is None or case.distractors is None:
+            raise InputError(f"{self.name} needs the case's model, image and distractors (a pipeline supplies them; "
+                             "or call explain_images(model, query_image, distractor_images, aux))")
+        c = self.config
+        key = id(case.model)
+        if self._split is None or self._split[0] != key:
+            self._split = (key, split_model(case.model, c.layer))
+        split = self._split[1]
+        target = case.distractor_class
+        with torch.no_grad():
+            pred = split.logits(split.features(case.distractors.float())).argmax(1)
+        if target is None:
+            target = int(torch.mode(pred).values)
+        keep = (pred == target).nonzero().flatten()
+        if len(keep) == 0:
+            raise InputError(f"{self.name}: the model classifies none of the {len(pred)} distractors as their class {target}")
+        ids = case.distractor_ids[keep].tolist() if case.distractor_ids is not None else None
+        if self._aux is None and (c.semantic_weight > 0 or c.prefilter < 1):
+            self._aux = load_auxiliary(c.auxiliary)
+        return self.explain_images(split, case.image.float(), case.distractors[keep].float(), self._aux, target=target,
+                                   query_id=case.query_id, distractor_ids=ids)
 
 
 class GoyalExplainer(SCCExplainer):
