@@ -515,3 +515,15 @@ def test_cli_run_and_index_commands(local_run: Path, tmp_path: Path, capsys: pyt
     (tmp_path / "P" / "vectors.npy").unlink()
     with pytest.raises(IndexFileError, match="vectors.npy"):
         open_gallery(tmp_path / "P", need_store=False)
+
+
+def test_store_dtype_is_one_setting_with_the_pipelines_maps_dtype() -> None:
+    """issue 28: a job's store.dtype and its pipeline's maps.dtype are one setting, not two."""
+    from xcorr_core.jobs import JobSpec
+
+    assert JobSpec().store_dtype == "float16"
+    assert JobSpec(pipeline={"maps": {"dtype": "float32"}}).store_dtype == "float32"  # the pipeline's, no longer ignored
+    job = JobSpec(store={"dtype": "float32"})
+    assert job.store_dtype == job.pipeline.maps.dtype == "float32"
+    with pytest.raises(ConfigError, match="store.dtype float32 contradicts pipeline.maps.dtype float16"):
+        JobSpec.parse({"pipeline": {"maps": {"dtype": "float16"}}, "store": {"dtype": "float32"}})

@@ -60,8 +60,6 @@ class Matcher(Component):
 class ReRanker(Component):
     """Re-orders a shortlist of candidates by comparing spatial feature maps."""
 
-    #: layer whose spatial maps the re-ranker reads (None: the pipeline's spatial layer)
-    layer: ClassVar[str | None] = None
     #: False: ``all_rerankers`` in a pipeline spec skips this re-ranker (it needs inputs a
     #: pipeline cannot supply, e.g. CHM-Corr+'s query keypoints, or it costs far more than a
     #: feature comparison, e.g. a network per candidate); naming it in ``rerankers`` still runs it
@@ -132,10 +130,11 @@ class Explainer(Component):
 class Metric(Component):
     """Aggregates per-sample outcomes into a `MetricResult`.
 
-    The pipeline calls ``compute`` with keyword arguments named in ``requires``,
-    among: ``predictions`` (long `[n]`), ``targets`` (long `[n]`),
-    ``confidences`` (`[n]`), ``explanations`` (list of `Explanation`),
-    ``neighbour_ids`` and ``neighbour_labels`` (long `[n, k]`, the neighbours that voted).
+    The pipeline calls ``compute`` with keyword arguments named in ``requires``, from its
+    vocabulary (`xcorr_core.vocabulary.VOCABULARY`): the decisions (``predictions``, ``targets``
+    long `[n]`, ``confidences`` `[n]`, ``neighbour_ids`` / ``neighbour_labels`` long `[n, k]`,
+    ``model``), the explained queries (``explanations``, ``query_ids``, ``images``, a named
+    explainer's ``maps``) and the data sets' annotations (``boxes``, ``keypoints``, ...).
     """
 
     requires: ClassVar[frozenset[str]] = frozenset({"predictions", "targets"})

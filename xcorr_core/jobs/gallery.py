@@ -86,9 +86,9 @@ def build_gallery(job: JobSpec, folder: str | Path, executor: Any, *, data: Any 
                     shape = tuple(cols["map_shape"][row])
                     layout = cols["store_layout"][row]
                     if writer is None:
-                        writer = ShardedStoreWriter(folder / "store", n, shape, dtype=job.store.dtype, shard_rows=job.store.shard_rows,
+                        writer = ShardedStoreWriter(folder / "store", n, shape, dtype=job.store_dtype, shard_rows=job.store.shard_rows,
                                                     layer=job.pipeline.features.spatial_layer or "", layout=layout)
-                    sent = np.float32 if layout == "cells" else np.dtype(job.store.dtype)
+                    sent = np.float32 if layout == "cells" else np.dtype(job.store_dtype)
                     writer.write(i, np.frombuffer(cols["maps"][row], dtype=sent).reshape(1, *shape))
             done += len(cols["id"])
             bar.update(len(cols["id"]))
@@ -118,7 +118,7 @@ def build_gallery(job: JobSpec, folder: str | Path, executor: Any, *, data: Any 
         raise
     info = {"format": GALLERY_FORMAT, "fingerprint": fp, "source": job.gallery.label() if job.gallery else type(gallery).__name__,
             "n": n, "num_classes": int(labels.max()) + 1, "dim": int(vecs.shape[1]), "index": ix.model_dump(),
-            "map_shape": list(store.map_shape) if store is not None else None, "store_dtype": job.store.dtype if store is not None else None,
+            "map_shape": list(store.map_shape) if store is not None else None, "store_dtype": job.store_dtype if store is not None else None,
             "store_layout": store.layout if store is not None else None,
             "vectors_sha256": _sha256(vec_path), "index_sha256": _sha256(folder / "gallery.index"),
             "seconds": {"features": round(t_feat, 3), "index": round(t_index, 3)}, "bytes": {

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, StrictInt, field_validator
+from pydantic import Field, StrictInt, field_validator, model_validator
 
 from .. import __version__
 from ..components import StrictConfig
@@ -24,7 +24,9 @@ __all__ = ["JobSpec", "StoreSpec"]
 class StoreSpec(StrictConfig):
     """How a job's gallery keeps its spatial maps (a sharded, memory-mapped store)."""
 
-    dtype: Literal["float16", "float32"] = Field("float16", description="float16 halves the bytes (scores change by ~1e-3 relative)")
+    dtype: Literal["float16", "float32"] | None = Field(
+        None, description="the same setting as the pipeline's maps.dtype (float16 halves the bytes; scores change by ~1e-3 "
+                          "relative); None: the pipeline's. Given both, they must agree")
     shard_rows: StrictInt = Field(4096, ge=1, description="maps per shard file")
     verify: Literal["rows", "full", "none"] = Field("rows", description="rows: CRC-32 of every map read; full: also every shard at open")
 
@@ -51,6 +53,22 @@ class JobSpec(StrictConfig):
     explain: Literal["all", "none"] = "all"
     store: StoreSpec = Field(default_factory=StoreSpec)
     num_gpus: float = Field(0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _one_store_dtype(self) -> "JobSpec":
+        """``store.dtype`` and ``pipeline.maps.dtype`` are one setting: the job's store follows the pipeline's."""
+        maps = self.pipeline.maps
+        if self.store.dtype is not None:
+            if "dtype" in maps.model_fields_set and maps.dtype != self.store.dtype:
+                raise ConfigError(f"store.dtype {self.store.dtype} contradicts pipeline.maps.dtype {maps.dtype}: they are one "
+                                  "setting; give one of them", field="store.dtype")
+            maps.dtype = self.store.dtype
+        return self
+
+    @property
+    def store_dtype(self) -> str:
+        """The dtype of the gallery's stored maps (``pipeline.maps.dtype``, or ``store.dtype`` when given)."""
+        return self.pipeline.maps.dtype
 
     @field_validator("data", "gallery", mode="before")
     @classmethod
@@ -91,7 +109,7 @@ class JobSpec(StrictConfig):
         """What a built gallery depends on: model and layers, index, store format, gallery source, seed."""
         f = self.pipeline.features
         return _digest({"features": {k: v for k, v in f.model_dump().items() if k != "batch_size"},
-                        "index": self.pipeline.index.model_dump(), "store": {"dtype": self.store.dtype},
+                        "index": self.pipeline.index.model_dump(), "store": {"dtype": self.store_dtype},
                         "gallery": self.gallery.model_dump() if self.gallery else None, "seed": self.pipeline.seed,
                         "needs_maps": bool(self.pipeline.rerankers or self.pipeline.all_rerankers)})
 
@@ -99,7 +117,7 @@ class JobSpec(StrictConfig):
         """What a job's table depends on (not how it is run: executor, workers, batch size)."""
         return _digest({"pipeline": self.pipeline.model_dump(mode="json", by_alias=True), "data": self.data.model_dump() if self.data else None,
                         "gallery": self.gallery.model_dump() if self.gallery else None, "gallery_dir": self.gallery_dir,
-                        "explain": self.explain, "store": {"dtype": self.store.dtype}, "xcorr": __version__})
+                        "explain": self.explain, "store": {"dtype": self.store_dtype}, "xcorr": __version__})
 
 
 def _digest(obj: Any) -> str:

@@ -102,7 +102,7 @@ class FeatureWorker:
             cols: dict[str, Any] = {"id": ids, "label": sub.labels.tolist(), "pooled": [r.tobytes() for r in p], "_error": [None] * len(ids)}
             if self.maps:
                 # cells are normalised from float32 maps by the store writer, then rounded to the store's dtype
-                half = self.job.store.dtype == "float16" and self.layout == "maps"
+                half = self.job.store_dtype == "float16" and self.layout == "maps"
                 m = torch.cat(maps).numpy().astype(np.float16 if half else np.float32)
                 cols["maps"] = [r.tobytes() for r in m]
                 cols["map_shape"] = [list(m.shape[1:])] * len(ids)
