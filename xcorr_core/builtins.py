@@ -3,7 +3,6 @@ the mutual-nearest-neighbour matcher, the kNN neighbour explanation and the accu
 """
 from __future__ import annotations
 
-import math
 from typing import Any, ClassVar
 
 import torch
@@ -14,6 +13,7 @@ from .errors import InputError
 from .hookspecs import hookimpl
 from .knn import NeighbourExplanation, explain_neighbours
 from .results import MetricResult
+from .stats import mcnemar_exact, t_interval, wilson_interval  # noqa: F401  (re-exported)
 from .validation import check_tensor
 
 
@@ -45,45 +45,8 @@ class NeighbourExplainer(Explainer):
         return exp
 
 
-def wilson_interval(successes: int, n: int, level: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion (good coverage at small n)."""
-    if n == 0:
-        return (0.0, 1.0)
-    z = float(torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor(0.5 + level / 2)))
-    p = successes / n
-    den = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / den
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return (max(0.0, centre - half), min(1.0, centre + half))
-
-
-#: two-sided 97.5 % quantiles of Student's t for 1..9 degrees of freedom
-_T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262]
-
-
-def mean_t_interval(values: list[float]) -> tuple[float, float]:
-    """``(mean, half-width)`` of a 95 % Student-t interval over a few values (e.g. seeds); NaNs are
-    dropped; one value gives a NaN half-width, none gives ``(nan, nan)``. Beyond 10 values the 9-dof
-    quantile is used (slightly conservative)."""
-    xs = [x for x in values if not math.isnan(x)]
-    n = len(xs)
-    if n == 0:
-        return math.nan, math.nan
-    m = sum(xs) / n
-    if n < 2:
-        return m, math.nan
-    sd = math.sqrt(sum((x - m) ** 2 for x in xs) / (n - 1))
-    return m, _T975[min(n - 2, len(_T975) - 1)] * sd / math.sqrt(n)
-
-
-def mcnemar_exact(b: int, c: int) -> float:
-    """Two-sided exact McNemar p-value from the discordant counts b and c (paired comparisons
-    of two classifiers on the same queries)."""
-    n = b + c
-    if n == 0:
-        return 1.0
-    tail = sum(math.comb(n, i) for i in range(min(b, c) + 1)) / 2**n
-    return min(1.0, 2 * tail)
+#: the shared helpers live in `xcorr_core.stats`; these names stay for code that imported them here
+mean_t_interval = t_interval
 
 
 class Top1Accuracy(Metric):

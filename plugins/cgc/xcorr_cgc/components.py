@@ -8,7 +8,6 @@ zennit or anything else). Depends on torch, the core and this plugin.
 """
 from __future__ import annotations
 
-import math
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -17,6 +16,7 @@ from torch import nn
 
 import xcorr_core as xc
 from xcorr_core.results import Tensor
+from xcorr_core.stats import normal_interval
 from xcorr_core.validation import check_tensor
 
 from .attribution import consistency, content_heatmap, insertion_deletion
@@ -130,17 +130,9 @@ class GradXActExplainer(_MapExplainer):
 
 
 def mean_interval(values: torch.Tensor, level: float = 0.95) -> tuple[float, tuple[float, float] | None, int]:
-    """Mean of the finite ``values``, its normal-approximation interval and the count used."""
-    v = values[torch.isfinite(values)].double()
-    n = int(v.numel())
-    if n == 0:
-        return math.nan, None, 0
-    m = float(v.mean())
-    if n < 2:
-        return m, None, n
-    z = {0.9: 1.6449, 0.95: 1.96, 0.99: 2.5758}.get(level, 1.96)
-    half = z * float(v.std()) / math.sqrt(n)
-    return m, (m - half, m + half), n
+    """Mean of the finite ``values``, its normal-approximation interval and the count used
+    (`xcorr_core.stats.normal_interval`)."""
+    return normal_interval(values.double().flatten().tolist(), level)
 
 
 _UNSCORABLE = {"content_heatmap": "every map has zero mass", "insertion_auc": "every map is constant (it ranks no pixel above another)",

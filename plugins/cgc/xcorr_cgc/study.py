@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
 
-from xcorr_core.builtins import mean_t_interval
+from xcorr_core.stats import t_interval as mean_t_interval
 from xcorr_core.data import SynthBirds
 
 from .attribution import consistency, content_heatmap, eval_mode, insertion_deletion

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 import xcorr_core as xc
-from xcorr_core.builtins import mcnemar_exact, wilson_interval
+from xcorr_core.stats import mcnemar_exact, wilson_interval
 from xcorr_core.data import PART_NAMES
 from xcorr_core.data.synth_birds import CLASS_GENUS
 from xcorr_core.demo import DemoSection, html_table

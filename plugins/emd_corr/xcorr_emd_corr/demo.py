@@ -6,7 +6,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from xcorr_core.builtins import mcnemar_exact
+from xcorr_core.stats import mcnemar_exact
 from xcorr_core.demo import DemoSection
 from xcorr_core.viz import save_figure
 

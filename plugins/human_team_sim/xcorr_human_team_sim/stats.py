@@ -2,13 +2,13 @@
 corrections, Wilson intervals. Thin, documented wrappers over scipy where scipy has it."""
 from __future__ import annotations
 
-import math
 from typing import Literal, NamedTuple
 
 import numpy as np
 from scipy import stats
 
 from xcorr_core.errors import InputError
+from xcorr_core.stats import wilson_interval
 
 __all__ = ["mann_whitney", "MannWhitney", "EXACT_MAX_PAIRS", "adjust_pvalues", "wilson", "MWMethod", "Correction"]
 
@@ -94,12 +94,5 @@ def adjust_pvalues(p: np.ndarray | list[float], method: Correction = "holm") -> 
 
 
 def wilson(successes: int, n: int, level: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval of a binomial proportion."""
-    if n == 0:
-        return (0.0, 1.0)
-    z = float(stats.norm.ppf(0.5 + level / 2))
-    p = successes / n
-    den = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / den
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    """Wilson score interval of a binomial proportion (`xcorr_core.stats.wilson_interval`)."""
+    return wilson_interval(successes, n, level)

@@ -16,7 +16,7 @@ def test_summary_by_hand(tmp_path):
     (tmp_path / "s.json").write_text(json.dumps({"runs": runs}))
     s = summarise(load_study(tmp_path / "s.json"))
     m, h = s["full"]["clean k=1"]
-    assert m == pytest.approx(0.9) and h == pytest.approx(4.303 * 0.1 / 3**0.5)
+    assert m == pytest.approx(0.9) and h == pytest.approx(4.302652730 * 0.1 / 3**0.5)  # t(0.975, 2 dof), exact since issue 28
     assert s["full"]["seeds"] == 3 and s["full"]["variance"][0] == pytest.approx(0.8)
     assert s["no_aux"]["seeds"] == 1 and s["no_aux"]["clean k=1"][1] != s["no_aux"]["clean k=1"][1]  # NaN: one seed
     assert load_study(tmp_path / "missing.json") == []

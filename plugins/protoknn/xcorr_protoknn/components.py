@@ -8,7 +8,7 @@ import torch
 from pydantic import Field
 
 import xcorr_core as xc
-from xcorr_core.builtins import wilson_interval
+from xcorr_core.stats import wilson_interval
 from xcorr_core.knn import majority_vote
 from xcorr_core.validation import check_tensor
 

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from xcorr_core.builtins import wilson_interval
+from xcorr_core.stats import wilson_interval
 from xcorr_core.data import PART_NAMES, SynthBirds
 from xcorr_core.demo import DemoSection, html_table
 from xcorr_core.index import GalleryIndex

@@ -7,7 +7,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from xcorr_core.builtins import mean_t_interval
+from xcorr_core.stats import t_interval as mean_t_interval
 
 __all__ = ["study_path", "load_study", "summarise", "ROW_NAMES"]
 
