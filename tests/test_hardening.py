@@ -444,3 +444,23 @@ def test_check_finite_catches_every_bad_value_and_passes_sums_that_overflow(dtyp
     for bad, n in (([1.0, float("nan")], 1), ([float("inf"), float("-inf"), 2.0], 2), ([float("-inf")] * 3, 3)):
         with pytest.raises(xc.InputError, match=f"x contains {n} NaN/inf"):
             check_finite("x", torch.tensor(bad, dtype=dtype))
+
+
+def test_no_module_outside_pipeline_reads_its_private_names() -> None:
+    """issue 28: jobs, plugins, examples and benchmarks use the pipeline's public stages (encode,
+    decide, case, explain_case, measure, ...), never its private methods or attributes."""
+    import ast
+
+    from xcorr_core.pipeline import Pipeline
+
+    private = {n for n in vars(Pipeline) if n.startswith("_") and not n.startswith("__")} | {"_built"}
+    root = Path(xc.__file__).parents[1]
+    files = [f for d in ("xcorr_core", "plugins", "examples", "benchmarks", "scripts") for f in (root / d).rglob("*.py")
+             if "build" not in f.parts and f.name != "pipeline.py"]
+    uses = []
+    for f in files:
+        for node in ast.walk(ast.parse(f.read_text())):
+            on_self = isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")
+            if isinstance(node, ast.Attribute) and node.attr in private and not on_self:  # other classes' own names
+                uses.append(f"{f.relative_to(root)}:{node.lineno} .{node.attr}")
+    assert len(files) > 100 and uses == [], uses

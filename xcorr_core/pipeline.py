@@ -11,6 +11,7 @@ from __future__ import annotations
 import tempfile
 import time
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -21,7 +22,7 @@ from tqdm.auto import tqdm
 from . import registry
 from .components import Case
 from .errors import ComponentOutputError, ConfigError, InputError, LayerNotFoundError
-from .features import FeatureExtractor
+from .features import FeatureExtractor, Features
 from .index import GalleryIndex
 from .knn import majority_vote
 from .results import Explanation, MethodResult, MetricResult, Ranking, RunResult
@@ -38,7 +39,7 @@ from .store import SpatialStore
 from .validation import check_images
 from .vocabulary import check_metric_inputs, metric_inputs
 
-__all__ = ["load_model", "PipelineSpec", "ComponentSpec", "FeatureSpec", "IndexSpec", "DecisionSpec", "ExplainSelection",
+__all__ = ["load_model", "Decisions", "PipelineSpec", "ComponentSpec", "FeatureSpec", "IndexSpec", "DecisionSpec", "ExplainSelection",
            "Pipeline", "MethodResult", "RunResult"]
 
 class _Built(BaseModel):
@@ -216,6 +217,58 @@ class Pipeline:
         """Classifier names this pipeline runs: ``"knn"`` then each re-ranker."""
         return ["knn"] + [n for n, _ in self._built.rerankers]
 
+    @property
+    def metric_names(self) -> list[str]:
+        """The keys of the spec's metrics, in spec order (the names their results go under)."""
+        return [k for k, _ in self._built.metrics]
+
+    @property
+    def needs_maps(self) -> bool:
+        """Whether the gallery's spatial maps must be stored (the spec has re-rankers)."""
+        return bool(self._built.rerankers)
+
+    @property
+    def store_layout(self) -> str:
+        """How the gallery's maps are stored: the spec's ``maps.layout``, or with ``auto`` ``cells``
+        when every re-ranker reads cells (``maps`` otherwise)."""
+        return self._map_layout()
+
+    # -- stages: what run() does, one public step at a time (jobs and plugins call these) --
+    def encode(self, data: Any, *, batch_size: int | None = None, progress: bool | None = False,
+               desc: str = "encode") -> Iterator[tuple[int, Features]]:
+        """``(start, Features)`` per batch of ``data`` on the model's device, each batch checked
+        (`check_images`): pooled vectors of ``features.pooled_layer`` and maps of ``spatial_layer``.
+        The one feature-extraction loop of fit, run and the jobs' workers."""
+        f = self.spec.features
+        yield from self.extractor.iter_batches(data, batch_size=batch_size or f.batch_size, device=self._device(), progress=progress,
+                                               desc=desc, prepare=self._check_images)
+
+    def decide(self, data: Any, *, name: str = "data", progress: bool | None = None, only: str | None = None) -> dict[str, "Decisions"]:
+        """Encode ``data``, shortlist it in the gallery index, re-rank and vote: `Decisions` per method
+        (``"knn"`` and each re-ranker; ``only`` restricts to one). Seeded by the spec."""
+        if self.index is None:
+            raise InputError("call fit(gallery) or attach(index, store) before decide()")
+        return self._decide(data, name, progress, only)
+
+    def case(self, decisions: "Decisions", i: int, targets: torch.Tensor, *, query_id: int | None = None,
+             image: torch.Tensor | None = None) -> Case:
+        """The `Case` of row ``i`` of ``decisions`` (what an Explainer reads); ``query_id`` defaults to ``i``."""
+        case = self._case(decisions, i, targets)
+        if query_id is not None:
+            case.query_id = query_id
+        case.image = image
+        return case
+
+    def explain_case(self, case: Case) -> list[Explanation]:
+        """Every explainer of the spec that applies to ``case`` (its method and the fields it needs)."""
+        return self._explain_case(case)
+
+    def measure(self, decisions: "Decisions", targets: torch.Tensor, explanations: list[Explanation], *,
+                data: Any = None) -> dict[str, MetricResult]:
+        """Each metric of the spec over one method's decisions (`xcorr_core.vocabulary`); annotations
+        are read from ``data`` when a metric needs them."""
+        return self._metrics(decisions, targets, explanations, data=data)
+
     def _check_images(self, images: torch.Tensor) -> torch.Tensor:
         """Every batch: RGB `[B, 3, H, W]` floats; in [0, 1] for models that take unit images
         (`xcorr_core.models.takes_unit_images`: the shipped models and named models)."""
@@ -254,8 +307,7 @@ class Pipeline:
         store: SpatialStore | None = None
         pooled: list[torch.Tensor] = []
         try:
-            for start, feats in self.extractor.iter_batches(gallery, batch_size=f.batch_size, device=self._device(), progress=progress,
-                                                            desc="gallery", prepare=self._check_images):
+            for start, feats in self.encode(gallery, progress=progress, desc="gallery"):
                 pooled.append(feats.pooled[f.pooled_layer].detach().cpu())
                 if store_maps:
                     maps = feats.maps[f.spatial_layer]
@@ -326,19 +378,18 @@ class Pipeline:
             raise InputError(f"data set {name!r} is empty")
         return _labels_of(data, targets, "targets")
 
-    def _decide(self, data: Any, name: str, progress: bool | None, only: str | None = None) -> dict[str, "_Decisions"]:
+    def _decide(self, data: Any, name: str, progress: bool | None, only: str | None = None) -> dict[str, "Decisions"]:
         assert self.index is not None
         with torch.random.fork_rng(devices=[]):  # seeded for components that draw, caller's RNG state untouched
             torch.manual_seed(self.spec.seed)
             return self._decide_seeded(data, name, progress, only)
 
-    def _decide_seeded(self, data: Any, name: str, progress: bool | None, only: str | None) -> dict[str, "_Decisions"]:
+    def _decide_seeded(self, data: Any, name: str, progress: bool | None, only: str | None) -> dict[str, "Decisions"]:
         assert self.index is not None
         spec, f = self.spec, self.spec.features
         rerankers = [(n, r) for n, r in self._built.rerankers if only in (None, n)]
         pooled, maps = [], []
-        for _, feats in self.extractor.iter_batches(data, batch_size=f.batch_size, device=self._device(), progress=progress, desc=name,
-                                                    prepare=self._check_images):
+        for _, feats in self.encode(data, progress=progress, desc=name):
             pooled.append(feats.pooled[f.pooled_layer].detach().cpu())
             if rerankers:
                 maps.append(feats.maps[f.spatial_layer].detach())
@@ -347,10 +398,10 @@ class Pipeline:
         n_short = spec.shortlist if self._built.rerankers else k
         t0 = time.perf_counter()
         res = self.index.search(q, n_short)
-        out: dict[str, _Decisions] = {}
+        out: dict[str, Decisions] = {}
         if only in (None, "knn"):
             pred, votes = majority_vote(res.labels[:, :k], self.num_classes, spec.decision.tie_break)
-            out["knn"] = _Decisions(method="knn", predictions=pred, confidences=votes.float() / k, ids=res.ids[:, :k],
+            out["knn"] = Decisions(method="knn", predictions=pred, confidences=votes.float() / k, ids=res.ids[:, :k],
                                     labels=res.labels[:, :k], scores=res.scores[:, :k], seconds=time.perf_counter() - t0)
         if rerankers:
             qmaps = torch.cat(maps)
@@ -362,7 +413,7 @@ class Pipeline:
                 out[rname] = self._rerank(rname, rr, qmaps, res, progress)
         return out
 
-    def _rerank(self, rname: str, rr: Any, qmaps: torch.Tensor, res: Any, progress: bool | None) -> "_Decisions":
+    def _rerank(self, rname: str, rr: Any, qmaps: torch.Tensor, res: Any, progress: bool | None) -> "Decisions":
         k = self.spec.decision.k
         assert self.store is not None
         t0 = time.perf_counter()
@@ -398,7 +449,7 @@ class Pipeline:
                 out = [rr.rerank(qmaps[i].float(), cands[j]) for j, i in enumerate(idx)]
             self._keep_rankings(idx, out, cands.shape[1], who, res, order_ids, order_labels, order_scores, rankings, k)
         pred, votes = majority_vote(order_labels, self.num_classes, self.spec.decision.tie_break)
-        return _Decisions(method=rname, predictions=pred, confidences=votes.float() / k, ids=order_ids, labels=order_labels,
+        return Decisions(method=rname, predictions=pred, confidences=votes.float() / k, ids=order_ids, labels=order_labels,
                           scores=order_scores, rankings=rankings, shortlist_ids=res.ids.cpu(), shortlist_scores=res.scores.cpu(),
                           grid=tuple(self.store.map_shape[1:]), seconds=time.perf_counter() - t0)
 
@@ -414,13 +465,13 @@ class Pipeline:
             rankings[i] = ranking.to("cpu")
 
     @staticmethod
-    def _case(d: "_Decisions", i: int, targets: torch.Tensor) -> Case:
+    def _case(d: "Decisions", i: int, targets: torch.Tensor) -> Case:
         return Case(query_id=i, target=int(targets[i]), prediction=int(d.predictions[i]), confidence=float(d.confidences[i]),
                     neighbour_ids=d.ids[i], neighbour_labels=d.labels[i], neighbour_scores=d.scores[i], method=d.method,
                     ranking=d.rankings[i] if d.rankings is not None else None,
                     shortlist_ids=d.shortlist_ids[i] if d.shortlist_ids is not None else None, grid=d.grid)
 
-    def _finish(self, d: "_Decisions", targets: torch.Tensor, data: Any) -> MethodResult:
+    def _finish(self, d: "Decisions", targets: torch.Tensor, data: Any) -> MethodResult:
         pred = d.predictions
         correct = (pred == targets).nonzero().flatten().tolist()
         wrong = (pred != targets).nonzero().flatten().tolist()
@@ -484,7 +535,7 @@ class Pipeline:
         case.distractor_class, case.distractor_ids = cls, pick
         case.distractors = torch.stack([self.gallery[int(i)][0] for i in pick])
 
-    def _metrics(self, d: "_Decisions", targets: torch.Tensor, explanations: list[Explanation], *, data: Any = None,
+    def _metrics(self, d: "Decisions", targets: torch.Tensor, explanations: list[Explanation], *, data: Any = None,
                  keyed: list[tuple[str, Explanation]] | None = None) -> dict[str, MetricResult]:
         """Each metric of the spec over one method's decisions, with the inputs its ``requires``
         names (`xcorr_core.vocabulary`); a metric wired to an explainer reads only that one's outputs."""
@@ -516,7 +567,7 @@ class Pipeline:
         return self
 
 
-class _Decisions(BaseModel):
+class Decisions(BaseModel):
     """One method's decisions over a data set (internal)."""
 
     model_config = {"arbitrary_types_allowed": True}

@@ -95,7 +95,7 @@ def run_job(job: JobSpec | str | Path, out: str | Path, *, executor: str = "loca
         from .worker import QueryWorker
 
         pipe = Pipeline(job.pipeline)  # validates the spec here, before any worker starts
-        methods, metrics = pipe.methods, [k for k, _ in pipe._built.metrics]
+        methods, metrics = pipe.methods, pipe.metric_names
         schema = result_schema(methods, metrics, shortlist=len(methods) > 1, explain=job.explain == "all")
         if data is None and ex.name == "local":
             data = load_source(job.data, progress=progress)  # type: ignore[arg-type]

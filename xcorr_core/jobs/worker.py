@@ -83,8 +83,8 @@ class FeatureWorker:
         self.pipe = Pipeline(spec)
         self.pipe.model.to(_device(self.job.num_gpus))
         self.data = data if data is not None else load_source(self.job.gallery)  # type: ignore[arg-type]
-        self.maps = bool(self.pipe._built.rerankers)
-        self.layout = self.pipe._map_layout() if self.maps else "maps"  # cells: what every re-ranker reads
+        self.maps = self.pipe.needs_maps
+        self.layout = self.pipe.store_layout if self.maps else "maps"  # cells: what every re-ranker reads
         self.pa = require_pyarrow()
 
     def __call__(self, batch: dict[str, Any]) -> Any:
@@ -93,8 +93,7 @@ class FeatureWorker:
         sub = _Subset(self.data, ids)
         try:
             pooled, maps = [], []
-            for _, feats in self.pipe.extractor.iter_batches(sub, batch_size=len(ids), device=self.pipe._device(), progress=False,
-                                                             prepare=self.pipe._check_images):
+            for _, feats in self.pipe.encode(sub, batch_size=len(ids)):
                 pooled.append(feats.pooled[f.pooled_layer].detach().float().cpu())
                 if self.maps:
                     maps.append(feats.maps[f.spatial_layer].detach().float().cpu())
@@ -126,12 +125,12 @@ class QueryWorker:
         self.job = JobSpec.model_validate(job)
         self.pipe = Pipeline(self.job.pipeline)
         self.pipe.model.to(_device(self.job.num_gpus))
-        index, store, info = open_gallery(gallery_dir, verify=self.job.store.verify, need_store=bool(self.pipe._built.rerankers))
+        index, store, info = open_gallery(gallery_dir, verify=self.job.store.verify, need_store=self.pipe.needs_maps)
         self.pipe.attach(index, store, num_classes=info["num_classes"])
         self.data = data if data is not None else load_source(self.job.data)  # type: ignore[arg-type]
         self.source = self.job.data
         self.methods = self.pipe.methods
-        self.metrics = [k for k, _ in self.pipe._built.metrics]
+        self.metrics = self.pipe.metric_names
         self.schema = result_schema(self.methods, self.metrics, shortlist=len(self.methods) > 1, explain=self.job.explain == "all")
         self.pa = require_pyarrow()
         self.columns = ([n for n in self.schema.names if not n.endswith("_explanations")] + ["_error", "_error_type"]
@@ -180,7 +179,7 @@ class QueryWorker:
         pa, pipe = self.pa, self.pipe
         sub = _Subset(self.data, ids)
         targets = sub.labels.to(torch.int64)
-        decisions = pipe._decide(sub, "job", False)
+        decisions = pipe.decide(sub, name="job", progress=False)
         n = len(ids)
         cols: dict[str, Any] = {"query_id": pa.array(ids, pa.int64()),
                                 "path": pa.array([item_path(self.data, i, self.source) for i in ids], pa.string()),
@@ -208,13 +207,11 @@ class QueryWorker:
             explanations, per_query = [], []
             if explain:
                 for j in range(n):
-                    case = pipe._case(d, j, targets)
-                    case.query_id = ids[j]
-                    case.image = images[j] if isinstance(images[j], torch.Tensor) else None
-                    exps = pipe._explain_case(case)
+                    case = pipe.case(d, j, targets, query_id=ids[j], image=images[j] if isinstance(images[j], torch.Tensor) else None)
+                    exps = pipe.explain_case(case)
                     explanations += exps
                     per_query.append(dump_explanations(exps) if exps else None)
-            for name, res in pipe._metrics(d, targets, explanations).items():
+            for name, res in pipe.measure(d, targets, explanations).items():
                 ps = res.per_sample
                 vals = ps.double().tolist() if ps is not None and ps.numel() == n else [None] * n
                 cols[f"{m}__{name}"] = pa.array(vals, pa.float64())
