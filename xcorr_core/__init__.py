@@ -7,7 +7,8 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .components import Case, Component, ComponentInfo, Explainer, Matcher, Metric, PluginInfo, ReRanker, StrictConfig
+from .components import (BatchedReRanker, Case, CellReRanker, Component, ComponentInfo, Explainer, Matcher, MethodScopedExplainer, Metric,
+                         PluginInfo, ReRanker, StrictConfig)
 from .errors import (
     ComponentOutputError,
     ConfigError,
@@ -30,7 +31,7 @@ from .results import Explanation, Matches, MethodResult, MetricResult, Ranking, 
 from .store import SpatialStore
 from .cells import CellMaps
 
-__all__ = [
+__all__ = ["BatchedReRanker", "CellReRanker", "MethodScopedExplainer", 
     "__version__",
     "hookimpl", "hookspec",
     "components", "create", "get_class", "plugins", "register_plugin", "reload_plugins",

@@ -6,14 +6,18 @@ Only depends on pydantic, torch and `xcorr_core.results`.
 """
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_checkable
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from .results import Explanation, Matches, MetricResult, Ranking, Tensor, TensorModel
 
-__all__ = ["Kind", "KINDS", "Component", "Explainer", "Matcher", "ReRanker", "Metric", "Case", "StrictConfig"]
+if TYPE_CHECKING:
+    from .cells import CellMaps
+
+__all__ = ["Kind", "KINDS", "Component", "Explainer", "Matcher", "ReRanker", "Metric", "Case", "StrictConfig",
+           "BatchedReRanker", "CellReRanker", "MethodScopedExplainer"]
 
 Kind = Literal["explainer", "matcher", "reranker", "metric"]
 KINDS: tuple[Kind, ...] = ("explainer", "matcher", "reranker", "metric")
@@ -69,8 +73,27 @@ class ReRanker(Component):
         """Score ``candidates`` `[N, C, H, W]` against ``query`` `[C, H, W]`."""
         raise NotImplementedError
 
-    # Optional: ``rerank_many(queries [Q, C, H, W], candidates [Q, N, C, H, W]) -> list[Ranking]``.
-    # When a re-ranker defines it, pipelines call it with many queries at once.
+    # Optional methods, declared as the protocols below: ``rerank_many`` (`BatchedReRanker`) and
+    # ``rerank_cells_many`` (`CellReRanker`). A pipeline calls them when a re-ranker has them.
+
+
+@runtime_checkable
+class BatchedReRanker(Protocol):
+    """A re-ranker that scores many queries at once; pipelines then call this instead of ``rerank``."""
+
+    def rerank_many(self, queries: torch.Tensor, candidates: torch.Tensor) -> list[Ranking]:
+        """``queries`` `[Q, C, H, W]`, ``candidates`` `[Q, N, C, H, W]` -> one `Ranking` per query."""
+        ...
+
+
+@runtime_checkable
+class CellReRanker(Protocol):
+    """A re-ranker that compares cells; a pipeline whose re-rankers all are stores the gallery as
+    unit cells (`CellMaps`) and calls this."""
+
+    def rerank_cells_many(self, queries: torch.Tensor, cells: "CellMaps") -> list[Ranking]:
+        """``queries`` `[Q, C, H, W]`, ``cells`` of `[Q, N]` candidates -> one `Ranking` per query."""
+        ...
 
 
 class Case(TensorModel):
@@ -125,6 +148,15 @@ class Explainer(Component):
     def explain(self, case: Case) -> Explanation:
         """Explain one decision."""
         raise NotImplementedError
+
+
+@runtime_checkable
+class MethodScopedExplainer(Protocol):
+    """An explainer of some classifiers' decisions only (e.g. EMD-Corr's, of the ``emd_corr`` re-ranker)."""
+
+    methods: frozenset[str]
+
+    def explain(self, case: Case) -> Explanation: ...
 
 
 class Metric(Component):

@@ -20,7 +20,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import registry
-from .components import Case
+from .components import BatchedReRanker, Case, CellReRanker, MethodScopedExplainer
 from .errors import ComponentOutputError, ConfigError, InputError, LayerNotFoundError
 from .features import FeatureExtractor, Features
 from .index import GalleryIndex
@@ -286,7 +286,7 @@ class Pipeline:
         want = self.spec.maps.layout
         if want != "auto":
             return want
-        every = all(callable(getattr(rr, "rerank_cells_many", None)) for _, rr in self._built.rerankers)
+        every = all(isinstance(rr, CellReRanker) for _, rr in self._built.rerankers)
         return "cells" if every and self._built.rerankers else "maps"
 
     def fit(self, gallery: Any, *, labels: torch.Tensor | None = None, progress: bool | None = None) -> "Pipeline":
@@ -423,9 +423,9 @@ class Pipeline:
         order_scores = torch.empty(nq, k)
         rankings: dict[int, Ranking] = {}
         dev = qmaps.device
-        many = getattr(rr, "rerank_many", None)
+        many = rr.rerank_many if isinstance(rr, BatchedReRanker) else None
         # a re-ranker that reads cells gets them straight from a store in the cells layout
-        cells_many = getattr(rr, "rerank_cells_many", None) if getattr(self.store, "layout", "maps") == "cells" else None
+        cells_many = rr.rerank_cells_many if isinstance(rr, CellReRanker) and getattr(self.store, "layout", "maps") == "cells" else None
         step = self.spec.features.batch_size if callable(many) or callable(cells_many) else 1
         who = _owner("reranker", rname, rr)  # for error messages; looked up once, not per query
         n_short = res.positions.shape[1]
@@ -500,7 +500,7 @@ class Pipeline:
             self._add_distractors(case)
         out = []
         for key, ex in zip(self._built.explainer_keys, self._built.explainers):
-            allowed = getattr(ex, "methods", None)
+            allowed = ex.methods if isinstance(ex, MethodScopedExplainer) else None
             if allowed is not None and case.method not in allowed:
                 continue  # e.g. an explainer of one re-ranker's decisions
             if any(getattr(case, fld, None) is None for fld in getattr(ex, "requires", ())):

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from pydantic import BaseModel, ValidationError
 
-from ..components import Case, Component, Explainer, Matcher, Metric, ReRanker, StrictConfig
+from ..components import BatchedReRanker, Case, Component, Explainer, Matcher, Metric, ReRanker, StrictConfig
 from ..errors import ConfigError, XcorrError
 from ..results import Explanation, Matches, MetricResult, Ranking
 
@@ -190,7 +190,7 @@ def check_reranker(cls: type[ReRanker], *, config: dict[str, Any] | None = None,
     _typed_error(cls, lambda: rr.rerank(q[0], c), "a query of rank 2 (expected [C, H, W])")
     _typed_error(cls, lambda: rr.rerank(q, c[0]), "candidates of rank 3 (expected [N, C, H, W])")
     _typed_error(cls, lambda: rr.rerank(_nan(q), c), "a query holding NaN")
-    many = getattr(rr, "rerank_many", None)
+    many = rr.rerank_many if isinstance(rr, BatchedReRanker) else None
     if many is not None:
         qs = torch.stack([q] * queries)
         cs = torch.stack([c.roll(i, 0) for i in range(queries)])
