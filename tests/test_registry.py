@@ -143,16 +143,40 @@ def test_env_var_selects_plugins(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_demo_sections_isolate_failures() -> None:
+    """One policy for every hook: a plugin whose demo-section hook raises is recorded as failed and
+    adds nothing (no section, no component), the others load."""
     def register_demo_sections(register):
         register("ok", lambda ctx: {"title": "ok"})
 
     def bad(register):
         raise ValueError("nope")
 
-    xc.register_plugin(_plugin(register_demo_sections=register_demo_sections), name="s1")
-    xc.register_plugin(_plugin(register_demo_sections=bad), name="s2")
-    secs = registry.demo_sections()
-    titles = [t for _, t, _ in secs]
-    assert "ok" in titles and "s2 (failed to register)" in titles
-    with pytest.raises(ValueError, match="nope"):
-        dict((t, r) for _, t, r in secs)["s2 (failed to register)"](None)
+    def register_rerankers(register):
+        register(GoodReRanker)
+
+    good = xc.register_plugin(_plugin(register_demo_sections=register_demo_sections), name="s1")
+    failed = xc.register_plugin(_plugin(register_demo_sections=bad, register_rerankers=register_rerankers), name="s2")
+    assert good.error is None and failed.error == "ValueError: nope" and failed.components == []
+    assert [t for p, t, _ in registry.demo_sections() if p in ("s1", "s2")] == ["ok"]
+    assert "test_identity" not in {c.name for c in xc.components("reranker")}  # never half-registered
+    assert {p.name: p.error for p in xc.plugins()}["s2"] == "ValueError: nope"
+
+
+def test_models_follow_the_same_policy() -> None:
+    def good(register):
+        register("tiny_a", lambda: None, "a model")
+
+    def not_callable(register):
+        register("tiny_b", "not a loader")
+
+    def taken(register):
+        register("tiny_a", lambda: None)
+
+    assert xc.register_plugin(_plugin(register_models=good), name="m1").error is None
+    assert "not callable" in xc.register_plugin(_plugin(register_models=not_callable), name="m2").error
+    assert xc.register_plugin(_plugin(register_models=taken), name="m3").error == \
+        "RegistrationError: model 'tiny_a' is already named by plugin 'm1'"
+    assert "tiny_a" in registry.models() and "tiny_b" not in registry.models()
+    with pytest.raises(xc.RegistrationError, match="already registered"):
+        xc.register_plugin(_plugin(register_models=good), name="m1")
+

@@ -18,6 +18,7 @@ from .errors import (
     ModelForwardError,
     PluginLoadError,
     UnknownComponentError,
+    RegistrationError,
     XcorrError,
 )
 from .features import FeatureExtractor, Features, layer_names
@@ -41,6 +42,6 @@ __all__ = ["BatchedReRanker", "CellReRanker", "MethodScopedExplainer",
     "GalleryIndex", "SearchResult", "SpatialStore", "CellMaps",
     "Pipeline", "PipelineSpec", "ComponentSpec", "RunResult", "MethodResult",
     "KNNClassifier", "KNNPrediction", "NeighbourExplanation", "majority_vote",
-    "XcorrError", "ConfigError", "UnknownComponentError", "InputError", "IndexFileError", "LayerNotFoundError", "PluginLoadError",
+    "XcorrError", "ConfigError", "UnknownComponentError", "RegistrationError", "InputError", "IndexFileError", "LayerNotFoundError", "PluginLoadError",
     "ComponentOutputError", "ModelForwardError",
 ]

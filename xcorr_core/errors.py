@@ -9,6 +9,7 @@ __all__ = [
     "XcorrError",
     "ConfigError",
     "UnknownComponentError",
+    "RegistrationError",
     "InputError",
     "IndexFileError",
     "StorageError",
@@ -65,6 +66,13 @@ class LayerNotFoundError(XcorrError, KeyError):
 
 class PluginLoadError(XcorrError, ImportError):
     """A plugin failed to import or register (reported, never fatal for the others)."""
+
+
+class RegistrationError(XcorrError, TypeError, ValueError):
+    """A plugin's ``register_*`` hook broke the registration contract: not a component class, a
+    missing ``name`` / ``summary`` / ``Config``, a name another plugin took, a loader or demo
+    section that is not callable. The plugin is recorded as failed (``xcorr plugins``), never
+    half-registered."""
 
 
 class ComponentOutputError(XcorrError, TypeError):

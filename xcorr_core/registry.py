@@ -1,8 +1,10 @@
 """Plugin loading and the component registry.
 
 Plugins are found through the entry-point group ``xcorr``; each is imported and
-its ``register_*`` hooks are called one plugin at a time, so one that fails to
-import or to register is recorded with its error and the others still load.
+its ``register_*`` hooks (components, models, demo sections) are called once, one plugin at a
+time, through one helper with one policy: a plugin that fails to import or whose hook raises or
+registers something invalid is recorded with its error (``xcorr plugins`` shows it) and
+contributes nothing; the others still load.
 Set ``XCORR_PLUGINS`` to a comma-separated list of entry-point names to load
 only those (empty string: none but the core's built-ins).
 
@@ -24,7 +26,7 @@ from pydantic import BaseModel, ValidationError
 
 from . import hookspecs
 from .components import KIND_METHOD, KINDS, ComponentInfo, PluginInfo
-from .errors import ConfigError, UnknownComponentError
+from .errors import ConfigError, InputError, RegistrationError, UnknownComponentError
 
 __all__ = ["components", "create", "register_plugin", "plugins", "get_class", "reload_plugins", "plugin_manager", "models"]
 
@@ -44,6 +46,8 @@ class _Registry:
     pm: pluggy.PluginManager
     entries: dict[tuple[str, str], _Entry] = field(default_factory=dict)
     plugins: dict[str, PluginInfo] = field(default_factory=dict)
+    models: dict[str, tuple[str, Any, str]] = field(default_factory=dict)  # name -> (plugin, load, summary)
+    sections: list[tuple[str, str, Any]] = field(default_factory=list)  # (plugin, title, run)
 
 
 _lock = threading.RLock()
@@ -58,16 +62,16 @@ def _new_manager() -> pluggy.PluginManager:
 
 def _validate_class(kind: str, cls: Any) -> None:
     if not isinstance(cls, type):
-        raise TypeError(f"register() takes a class, got {cls!r}")
+        raise RegistrationError(f"register() takes a class, got {cls!r}")
     for attr in ("name", "summary"):
         if not isinstance(getattr(cls, attr, None), str) or not getattr(cls, attr):
-            raise TypeError(f"{cls.__qualname__} needs a non-empty str class attribute {attr!r}")
+            raise RegistrationError(f"{cls.__qualname__} needs a non-empty str class attribute {attr!r}")
     cfg = getattr(cls, "Config", None)
     if not (isinstance(cfg, type) and issubclass(cfg, BaseModel)):
-        raise TypeError(f"{cls.__qualname__} needs a nested pydantic model 'Config'")
+        raise RegistrationError(f"{cls.__qualname__} needs a nested pydantic model 'Config'")
     method = KIND_METHOD[kind]
     if not callable(getattr(cls, method, None)):
-        raise TypeError(f"{cls.__qualname__} is registered as a {kind} but has no {method}() method")
+        raise RegistrationError(f"{cls.__qualname__} is registered as a {kind} but has no {method}() method")
     _check_defaults(cls.__qualname__, cfg)
 
 
@@ -84,7 +88,7 @@ def _check_defaults(owner: str, cfg: type[BaseModel]) -> None:
         except ValidationError as exc:
             errs = [e for e in exc.errors() if tuple(e["loc"][:1]) == (key,)]
             if errs:
-                raise TypeError(f"{owner}.Config.{fname}: its default {value!r} breaks its own constraint ({errs[0]['msg']})") from None
+                raise RegistrationError(f"{owner}.Config.{fname}: its default {value!r} breaks its own constraint ({errs[0]['msg']})") from None
 
 
 def _hook_names() -> set[str]:
@@ -101,7 +105,7 @@ def _check_hook_names(plugin: Any, name: str) -> None:
         if marked and attr not in known:
             close = difflib.get_close_matches(attr, sorted(known), n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise TypeError(f"{attr!r} is not an xcorr hook.{hint} Hooks: {', '.join(sorted(known))}")
+            raise RegistrationError(f"{attr!r} is not an xcorr hook.{hint} Hooks: {', '.join(sorted(known))}")
         if not marked and callable(obj) and attr in known:
             warnings.warn(f"plugin {name!r}: {attr}() is not marked @xcorr_core.hookimpl, so it is never called", stacklevel=4)
 
@@ -117,28 +121,46 @@ def _register_plugin_obj(state: _Registry, plugin: Any, name: str, version: str)
         info.error = f"{type(exc).__name__}: {exc}"
         return info
     added: list[tuple[str, str]] = []
+    models: dict[str, tuple[str, Any, str]] = {}
+    sections: list[tuple[str, str, Any]] = []
+
+    def collect(hook: str, register: Any) -> None:
+        """The one way hook results are gathered: this plugin's implementation of ``hook``, if any."""
+        for impl in getattr(state.pm.hook, hook).get_hookimpls():
+            if impl.plugin_name == name:
+                impl.function(register=register)
+
+    def component(kind: str) -> Any:
+        def register(cls: type) -> None:
+            _validate_class(kind, cls)
+            key = (kind, cls.name)
+            if key in state.entries:
+                raise RegistrationError(f"{kind} {cls.name!r} is already registered by plugin {state.entries[key].info.plugin!r}")
+            cinfo = ComponentInfo(kind=kind, name=cls.name, plugin=name, version=version, summary=cls.summary,
+                                  config_schema=cls.Config.model_json_schema())
+            state.entries[key] = _Entry(cls=cls, info=cinfo)
+            added.append(key)
+            info.components.append(cinfo)
+        return register
+
+    def model(model_name: str, load: Any, summary: str = "") -> None:
+        if not callable(load):
+            raise RegistrationError(f"register_models: the loader of {model_name!r} is not callable")
+        if str(model_name) in state.models or str(model_name) in models:
+            other = state.models.get(str(model_name), (name,))[0]
+            raise RegistrationError(f"model {model_name!r} is already named by plugin {other!r}")
+        models[str(model_name)] = (name, load, str(summary))
+
+    def section(title: str, run: Any) -> None:
+        if not callable(run):
+            raise RegistrationError(f"register_demo_sections: the section {title!r} is not callable")
+        sections.append((name, str(title), run))
+
     try:
         for kind in KINDS:
-            caller = getattr(state.pm.hook, _HOOK_OF_KIND[kind])
-            for impl in caller.get_hookimpls():
-                if impl.plugin_name != name:
-                    continue
-
-                def register(cls: type, _kind: str = kind) -> None:
-                    _validate_class(_kind, cls)
-                    key = (_kind, cls.name)
-                    if key in state.entries:
-                        other = state.entries[key].info.plugin
-                        raise ValueError(f"{_kind} {cls.name!r} is already registered by plugin {other!r}")
-                    cinfo = ComponentInfo(
-                        kind=_kind, name=cls.name, plugin=name, version=version,
-                        summary=cls.summary, config_schema=cls.Config.model_json_schema(),
-                    )
-                    state.entries[key] = _Entry(cls=cls, info=cinfo)
-                    added.append(key)
-                    info.components.append(cinfo)
-
-                impl.function(register=register)
+            collect(_HOOK_OF_KIND[kind], component(kind))
+        collect("register_models", model)
+        collect("register_demo_sections", section)
     except Exception as exc:
         for key in added:  # all or nothing per plugin
             state.entries.pop(key, None)
@@ -146,6 +168,8 @@ def _register_plugin_obj(state: _Registry, plugin: Any, name: str, version: str)
         info.error = f"{type(exc).__name__}: {exc}"
         state.pm.unregister(name=name)
         return info
+    state.models.update(models)
+    state.sections.extend(sections)
     if not info.components and not state.pm.get_hookcallers(plugin):
         warnings.warn(f"plugin {name!r} implements no xcorr hook: it registers nothing (missing @xcorr_core.hookimpl?)", stacklevel=3)
     return info
@@ -215,7 +239,7 @@ def register_plugin(plugin: Any, name: str | None = None) -> PluginInfo:
     Returns its `PluginInfo`; if registration failed, ``info.error`` says why. Registering an object
     that is already registered (e.g. a plugin module that is also installed, so its entry point
     loaded it) returns the existing `PluginInfo`, whatever ``name`` is given, so a test recipe works
-    installed or not. Another object under a taken name is a `ValueError`.
+    installed or not. Another object under a taken name is a `RegistrationError`.
     """
     state = _registry()
     name = name or getattr(plugin, "__name__", None) or type(plugin).__name__
@@ -225,7 +249,7 @@ def register_plugin(plugin: Any, name: str | None = None) -> PluginInfo:
         if existing is not None and existing in state.plugins:
             return state.plugins[existing]
         if name in state.plugins:
-            raise ValueError(f"a plugin named {name!r} is already registered")
+            raise RegistrationError(f"a plugin named {name!r} is already registered")
         return _register_plugin_obj(state, plugin, name, version)
 
 
@@ -237,7 +261,7 @@ def plugins() -> list[PluginInfo]:
 def components(kind: str | None = None) -> list[ComponentInfo]:
     """Registered components, optionally of one kind, sorted by (kind, name)."""
     if kind is not None and kind not in KINDS:
-        raise ValueError(f"unknown kind {kind!r}; kinds are {', '.join(KINDS)}")
+        raise InputError(f"unknown kind {kind!r}; kinds are {', '.join(KINDS)}")
     infos = [e.info for (k, _), e in _registry().entries.items() if kind is None or k == kind]
     return sorted(infos, key=lambda i: (KINDS.index(i.kind), i.name))
 
@@ -245,7 +269,7 @@ def components(kind: str | None = None) -> list[ComponentInfo]:
 def get_class(kind: str, name: str) -> type:
     """The registered class for (kind, name)."""
     if kind not in KINDS:
-        raise ValueError(f"unknown kind {kind!r}; kinds are {', '.join(KINDS)}")
+        raise InputError(f"unknown kind {kind!r}; kinds are {', '.join(KINDS)}")
     entry = _registry().entries.get((kind, name))
     if entry is None:
         raise UnknownComponentError(kind, name, [n for (k, n) in _registry().entries if k == kind])
@@ -283,38 +307,11 @@ def create(kind: str, name: str, **config: Any) -> Any:
 
 def models() -> dict[str, tuple[str, Any, str]]:
     """``name -> (plugin, load, summary)`` for every model plugins name through ``register_models``
-    (the first plugin to name a model wins; a hook that raises is skipped)."""
-    state = _registry()
-    out: dict[str, tuple[str, Any, str]] = {}
-    for impl in state.pm.hook.register_models.get_hookimpls():
-        def register(name: str, load: Any, summary: str = "", _p: str = impl.plugin_name) -> None:
-            if not callable(load):
-                raise TypeError(f"register_models: the loader of {name!r} is not callable")
-            out.setdefault(str(name), (_p, load, str(summary)))
-        try:
-            impl.function(register=register)
-        except Exception:  # noqa: BLE001 - one plugin's broken hook must not hide the others' models
-            continue
-    return out
+    (collected when each plugin loaded; a plugin whose hook failed names none and is reported)."""
+    return dict(_registry().models)
 
 
 def demo_sections() -> list[tuple[str, str, Any]]:
-    """``(plugin, title, run)`` for every section plugins add to ``xcorr demo``.
-
-    A plugin whose hook raises is reported as a section whose ``run`` re-raises
-    that error, so the demo shows it and carries on.
-    """
-    state = _registry()
-    out: list[tuple[str, str, Any]] = []
-    for impl in state.pm.hook.register_demo_sections.get_hookimpls():
-        found: list[tuple[str, str, Any]] = []
-        try:
-            impl.function(register=lambda title, run, _p=impl.plugin_name: found.append((_p, str(title), run)))
-        except Exception as exc:  # noqa: BLE001
-
-            def failing(_ctx: Any, _exc: Exception = exc) -> Any:
-                raise _exc
-
-            found = [(impl.plugin_name, f"{impl.plugin_name} (failed to register)", failing)]
-        out.extend(found)
-    return out
+    """``(plugin, title, run)`` for every section plugins add to ``xcorr demo``, in load order (a
+    plugin whose hook failed adds none; the demo lists it as failed)."""
+    return list(_registry().sections)
