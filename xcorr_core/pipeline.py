@@ -4,128 +4,38 @@ index, optional re-rankers, a decision rule, explainers and metrics; its results
 
 `Pipeline(spec)` validates everything up front (component names, configs, layer names, what each
 explainer/metric needs) and raises `ConfigError` saying where in the spec the problem is. The spec
-classes and results are re-exported here for compatibility. Depends on the core only.
+classes and results are re-exported here for compatibility. Building the components is
+`assembly`, a re-ranker's decisions `decisions`, what metrics read `vocabulary`. Depends on the core only.
 """
 from __future__ import annotations
 
 import tempfile
 import time
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import BaseModel
 from torch import nn
-from tqdm.auto import tqdm
 
 from . import registry
-from .components import BatchedReRanker, Case, CellReRanker, MethodScopedExplainer
+from .assembly import Built, build_components
+from .components import Case, CellReRanker, MethodScopedExplainer
+from .decisions import Decisions, check_ranking, owner, rerank_decisions  # noqa: F401  (check_ranking re-exported)
 from .errors import ComponentOutputError, ConfigError, InputError, LayerNotFoundError
 from .features import FeatureExtractor, Features
 from .index import GalleryIndex
 from .knn import majority_vote
-from .results import Explanation, MethodResult, MetricResult, Ranking, RunResult
-from .spec import (
-    ComponentSpec,
-    DecisionSpec,
-    ExplainSelection,
-    FeatureSpec,
-    IndexSpec,
-    PipelineSpec,
-    _unique_keys,
-)
+from .labels import _labels_of, _length
+from .models.loading import load_model
+from .results import Explanation, MethodResult, MetricResult, RunResult
+from .spec import ComponentSpec, DecisionSpec, ExplainSelection, FeatureSpec, IndexSpec, PipelineSpec
 from .store import SpatialStore
 from .validation import check_images
-from .vocabulary import check_metric_inputs, metric_inputs
+from .vocabulary import metric_inputs
 
 __all__ = ["load_model", "Decisions", "PipelineSpec", "ComponentSpec", "FeatureSpec", "IndexSpec", "DecisionSpec", "ExplainSelection",
            "Pipeline", "MethodResult", "RunResult"]
-
-class _Built(BaseModel):
-    model_config = {"arbitrary_types_allowed": True}
-    rerankers: list[tuple[str, Any]]
-    explainers: list[Any]
-    metrics: list[tuple[str, Any]]
-    explainer_keys: list[str] = []
-    metric_explainer: dict[str, str | None] = {}  # metric key -> the explainer key whose outputs it reads
-
-
-def _length(data: Any, name: str) -> int:
-    """``len(data)`` of a Dataset or an image tensor `[N, 3, H, W]`; `InputError` for anything else."""
-    if isinstance(data, torch.Tensor) and data.ndim != 4:
-        raise InputError(f"{name}: an image tensor must be [N, 3, H, W], got shape {list(data.shape)}")
-    try:
-        return len(data)
-    except TypeError as exc:
-        raise InputError(f"{name} must be a Dataset with a length (or an image tensor), got {type(data).__name__}") from exc
-
-
-def _labels_of(data: Any, given: torch.Tensor | None, what: str) -> torch.Tensor:
-    """Long `[len(data)]` labels: ``given``, else ``data.labels``, else the second item of each sample."""
-    if given is None:
-        given = getattr(data, "labels", None)
-        if given is None:
-            if isinstance(data, torch.Tensor):
-                raise InputError(f"data is a bare image tensor {list(data.shape)} with no labels: pass {what}= (long [N]) "
-                                 "or a Dataset of (image, label)")
-            try:
-                given = torch.tensor([int(data[i][1]) for i in range(len(data))])
-            except (TypeError, IndexError, ValueError) as exc:
-                raise InputError(f"cannot read labels from the data's items ({type(exc).__name__}: {exc}); pass {what}=") from exc
-    given = torch.as_tensor(given)
-    if given.is_floating_point() or given.is_complex() or given.dtype == torch.bool:
-        if given.dtype == torch.bool or not bool((given == given.round()).all()):
-            raise InputError(f"{what} must be integer class ids, got {given.dtype} values")
-    out = given.to(torch.int64)
-    if out.shape != (len(data),):
-        raise InputError(f"{what} must be [{len(data)}], got {list(out.shape)}")
-    return out
-
-
-def load_model(name: str, weights: str | Path | None = None, **kwargs: Any) -> nn.Module:
-    """A model by name: shipped (``"birds"``, ``"herd"``), named by a plugin's ``register_models``, a
-    SmallResNet checkpoint file, or a user's model ``timm:NAME`` / ``torchvision:NAME`` / ``hf:PATH`` /
-    ``open_clip:NAME`` with local ``weights`` (see `xcorr_core.models.load_named_model`). Raises
-    `ConfigError` listing the known names otherwise."""
-    from .models import NAMED_PREFIXES, SHIPPED, load_checkpoint, load_named_model, load_pretrained
-
-    if name.partition(":")[0] in NAMED_PREFIXES and ":" in name:
-        return load_named_model(name, weights, **kwargs)
-    if weights is not None or kwargs:
-        raise ConfigError(f"features.weights / model_kwargs apply to timm: / torchvision: / hf: / open_clip: models, not {name!r}",
-                          field="features.weights")
-    if name in SHIPPED:
-        return load_pretrained(name)  # type: ignore[arg-type]
-    named = registry.models()
-    if name in named:
-        return named[name][1]()
-    if Path(name).is_file():
-        return load_checkpoint(name)
-    known = ", ".join(list(SHIPPED) + sorted(named))
-    raise ConfigError(f"features.model: {name!r} is neither a shipped or plugin model ({known}), a checkpoint file, nor "
-                      "timm:NAME / torchvision:NAME / hf:PATH / open_clip:NAME", field="features.model")
-
-
-def _owner(kind: str, name: str, comp: Any) -> str:
-    """``re-ranker 'x' (plugin 'p')`` for error messages."""
-    cls_name = getattr(type(comp), "name", name)
-    plugin = next((c.plugin for c in registry.components(kind) if c.name == cls_name), "?")
-    label = {"reranker": "re-ranker"}.get(kind, kind)
-    return f"{label} {name!r} (plugin {plugin!r})"
-
-
-def _check_ranking(ranking: Any, n: int, who: str) -> Ranking:
-    """A re-ranker's output must be a `Ranking` whose ``order`` is a permutation of its n candidates."""
-    if not isinstance(ranking, Ranking):
-        raise ComponentOutputError(f"{who} returned {type(ranking).__name__}, not a Ranking")
-    if ranking.scores.shape[0] != n:
-        raise ComponentOutputError(f"{who} scored {ranking.scores.shape[0]} candidates, but it was given {n}")
-    if not torch.equal(torch.sort(ranking.order.cpu()).values, torch.arange(n)):
-        raise ComponentOutputError(f"{who} returned an order that is not a permutation of its {n} candidates: "
-                                   f"{ranking.order.tolist()[:12]}{' ...' if n > 12 else ''}")
-    return ranking
-
 
 class Pipeline:
     """A validated, runnable pipeline.
@@ -167,50 +77,8 @@ class Pipeline:
         self.gallery: Any = None
 
     # -- validation -----------------------------------------------------------------
-    def _build(self) -> _Built:
-        spec = self.spec
-        rr_specs = list(spec.rerankers)
-        if spec.all_rerankers:
-            named = {r.name for r in rr_specs}
-            rr_specs += [ComponentSpec(name=c.name) for c in registry.components("reranker")
-                         if c.name not in named and getattr(registry.get_class("reranker", c.name), "auto", True)]
-
-        def make(kind: str, where: str, cs: ComponentSpec) -> Any:
-            try:
-                return registry.create(kind, cs.name, **cs.config)
-            except ConfigError as exc:
-                raise ConfigError(f"{where}.config: {exc}", field=f"{where}.config.{exc.field}") from exc
-            except LookupError as exc:
-                raise ConfigError(f"{where}.name: {exc}", field=f"{where}.name") from exc
-
-        _unique_keys("rerankers", rr_specs, reserved={"knn"})
-        _unique_keys("metrics", list(spec.metrics))
-        rerankers = [(cs.key, make("reranker", f"rerankers[{i}]", cs)) for i, cs in enumerate(rr_specs)]
-        if rerankers and not spec.features.spatial_layer:
-            raise ConfigError("rerankers need spatial maps but features.spatial_layer is null", field="features.spatial_layer")
-        if rerankers and spec.decision.k > spec.shortlist:
-            raise ConfigError(f"decision.k={spec.decision.k} exceeds shortlist={spec.shortlist}", field="decision.k")
-        available = set(Case.model_fields) - ({"ranking", "shortlist_ids"} if not rerankers else set())
-        def checked(kind: str, where: str, cs: ComponentSpec, provided: set[str] | frozenset[str]) -> Any:
-            comp = make(kind, where, cs)
-            missing = set(getattr(comp, "requires", ())) - set(provided)
-            if missing:
-                raise ConfigError(f"{where} ({cs.name}) needs {sorted(missing)}; this pipeline provides {sorted(provided)}", field=where)
-            return comp
-
-        explainers = [checked("explainer", f"explainers[{i}]", cs, available) for i, cs in enumerate(spec.explainers)]
-        explainer_keys = [cs.key for cs in spec.explainers]
-        metrics, wiring = [], {}
-        for i, cs in enumerate(spec.metrics):
-            where, source = f"metrics[{i}]", cs.config.get("explainer")
-            if source is not None and not isinstance(source, str):
-                raise ConfigError(f"{where}.config.explainer: the key of an explainer, got {source!r}", field=f"{where}.config.explainer")
-            m = make("metric", where, cs.model_copy(update={"config": {k: v for k, v in cs.config.items() if k != "explainer"}}))
-            check_metric_inputs(where, cs.name, frozenset(getattr(m, "requires", ())), source, explainer_keys)
-            metrics.append((cs.key, m))
-            wiring[cs.key] = source
-        return _Built(rerankers=rerankers, explainers=explainers, metrics=metrics, explainer_keys=explainer_keys,
-                      metric_explainer=wiring)
+    def _build(self) -> Built:
+        return build_components(self.spec)
 
     @property
     def methods(self) -> list[str]:
@@ -413,56 +281,10 @@ class Pipeline:
                 out[rname] = self._rerank(rname, rr, qmaps, res, progress)
         return out
 
-    def _rerank(self, rname: str, rr: Any, qmaps: torch.Tensor, res: Any, progress: bool | None) -> "Decisions":
-        k = self.spec.decision.k
+    def _rerank(self, rname: str, rr: Any, qmaps: torch.Tensor, res: Any, progress: bool | None) -> Decisions:
         assert self.store is not None
-        t0 = time.perf_counter()
-        nq = qmaps.shape[0]
-        order_ids = torch.empty(nq, k, dtype=torch.int64)
-        order_labels = torch.empty(nq, k, dtype=torch.int64)
-        order_scores = torch.empty(nq, k)
-        rankings: dict[int, Ranking] = {}
-        dev = qmaps.device
-        many = rr.rerank_many if isinstance(rr, BatchedReRanker) else None
-        # a re-ranker that reads cells gets them straight from a store in the cells layout
-        cells_many = rr.rerank_cells_many if isinstance(rr, CellReRanker) and getattr(self.store, "layout", "maps") == "cells" else None
-        step = self.spec.features.batch_size if callable(many) or callable(cells_many) else 1
-        who = _owner("reranker", rname, rr)  # for error messages; looked up once, not per query
-        n_short = res.positions.shape[1]
-        for s0 in tqdm(range(0, nq, step), desc=rname, disable=(None if progress is None else not progress), leave=False):
-            idx = list(range(s0, min(nq, s0 + step)))
-            if callable(cells_many):
-                cells = self.store.get_cells(res.positions[idx].flatten(), device=dev).unflatten((len(idx), n_short))
-                out = cells_many(qmaps[idx].float(), cells)
-                if not isinstance(out, (list, tuple)) or len(out) != len(idx):
-                    raise ComponentOutputError(f"{who}: rerank_cells_many returned "
-                                               f"{len(out) if isinstance(out, (list, tuple)) else type(out).__name__} rankings for {len(idx)} queries")
-                self._keep_rankings(idx, out, n_short, who, res, order_ids, order_labels, order_scores, rankings, k)
-                continue
-            cands = self.store.get(res.positions[idx].flatten(), device=dev).unflatten(0, (len(idx), -1))
-            if callable(many):
-                out = many(qmaps[idx].float(), cands)
-                if not isinstance(out, (list, tuple)) or len(out) != len(idx):
-                    raise ComponentOutputError(f"{who}: rerank_many returned "
-                                               f"{len(out) if isinstance(out, (list, tuple)) else type(out).__name__} rankings for {len(idx)} queries")
-            else:
-                out = [rr.rerank(qmaps[i].float(), cands[j]) for j, i in enumerate(idx)]
-            self._keep_rankings(idx, out, cands.shape[1], who, res, order_ids, order_labels, order_scores, rankings, k)
-        pred, votes = majority_vote(order_labels, self.num_classes, self.spec.decision.tie_break)
-        return Decisions(method=rname, predictions=pred, confidences=votes.float() / k, ids=order_ids, labels=order_labels,
-                          scores=order_scores, rankings=rankings, shortlist_ids=res.ids.cpu(), shortlist_scores=res.scores.cpu(),
-                          grid=tuple(self.store.map_shape[1:]), seconds=time.perf_counter() - t0)
-
-    @staticmethod
-    def _keep_rankings(idx: list[int], out: Any, n: int, who: str, res: Any, order_ids: torch.Tensor, order_labels: torch.Tensor,
-                       order_scores: torch.Tensor, rankings: dict[int, Ranking], k: int) -> None:
-        """Check each query's ranking of its ``n`` candidates and keep its top ``k``."""
-        for i, ranking in zip(idx, out):
-            ranking = _check_ranking(ranking, n, who)
-            top = ranking.order[:k].cpu()
-            order_ids[i], order_labels[i] = res.ids[i][top], res.labels[i][top]
-            order_scores[i] = ranking.scores.cpu()[top]
-            rankings[i] = ranking.to("cpu")
+        return rerank_decisions(rname, rr, qmaps, res, self.store, k=self.spec.decision.k, step=self.spec.features.batch_size,
+                                num_classes=self.num_classes, tie_break=self.spec.decision.tie_break, progress=progress)
 
     @staticmethod
     def _case(d: "Decisions", i: int, targets: torch.Tensor) -> Case:
@@ -507,7 +329,7 @@ class Pipeline:
                 continue  # e.g. a ranking-based explainer on kNN decisions
             exp = ex.explain(case)
             if not isinstance(exp, Explanation):
-                raise ComponentOutputError(f"{_owner('explainer', getattr(ex, 'name', '?'), ex)} returned {type(exp).__name__}, "
+                raise ComponentOutputError(f"{owner('explainer', getattr(ex, 'name', '?'), ex)} returned {type(exp).__name__}, "
                                            "not an Explanation")
             out.append((key, exp))
         return out
@@ -548,7 +370,7 @@ class Pipeline:
             inputs = metric_inputs(mname, frozenset(m.requires), decisions, mine, data, "queries", self.gallery)
             res = m.compute(**inputs)
             if not isinstance(res, MetricResult):
-                raise ComponentOutputError(f"{_owner('metric', mname, m)} returned {type(res).__name__}, not a MetricResult")
+                raise ComponentOutputError(f"{owner('metric', mname, m)} returned {type(res).__name__}, not a MetricResult")
             metrics[mname] = res
         return metrics
 
@@ -565,20 +387,3 @@ class Pipeline:
         self.index, self.store = index, store
         self.num_classes = num_classes if num_classes is not None else int(index.labels.max()) + 1
         return self
-
-
-class Decisions(BaseModel):
-    """One method's decisions over a data set (internal)."""
-
-    model_config = {"arbitrary_types_allowed": True}
-    method: str
-    predictions: torch.Tensor
-    confidences: torch.Tensor
-    ids: torch.Tensor
-    labels: torch.Tensor
-    scores: torch.Tensor
-    rankings: dict[int, Ranking] | None = None
-    shortlist_ids: torch.Tensor | None = None
-    shortlist_scores: torch.Tensor | None = None
-    grid: tuple[int, int] | None = None
-    seconds: float = 0.0

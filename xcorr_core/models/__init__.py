@@ -17,8 +17,9 @@ from .zoo import (
     torchvision_backbone,
 )
 from .small_vit import VIT_ARGS, small_vit
+from .loading import load_model  # after the loaders it dispatches to
 
 __all__ = ["check_state_dict", "check_model_images", "takes_unit_images", "SmallResNet", "BasicBlock", "load_pretrained", "load_checkpoint", "save_checkpoint", "torchvision_backbone",
            "imagenet_normalize", "model_card", "SHIPPED", "read_state_dict",
            "load_named_model", "add_preprocess", "Preprocess", "read_weights", "NAMED_PREFIXES", "save_vit_checkpoint", "small_vit",
-           "VIT_ARGS"]
+           "VIT_ARGS", "load_model"]

@@ -95,7 +95,7 @@ class _MapExplainer(xc.Explainer):
         if self._model is None:
             if self.config.model is None:
                 raise xc.InputError(f"{self.name}: set config.model to explain pipeline cases, or call explain_images(model, images)")
-            from xcorr_core.pipeline import load_model
+            from xcorr_core.models import load_model
 
             self._model = load_model(self.config.model).eval()
         return self._model

@@ -25,7 +25,7 @@ from xcorr_core.fileio import atomic_write
 from xcorr_core.features import FeatureExtractor
 from xcorr_core.models import SHIPPED
 from xcorr_core.models import load_pretrained as load_core_model
-from xcorr_core.pipeline import load_model
+from xcorr_core.models import load_model
 from xcorr_chm_corr.chmnet import CHMNet
 from xcorr_chm_corr.pretrained import SHIPPED_LAYER, save_head
 from xcorr_chm_corr.training import TrainConfig, evaluate_pck, keypoint_pairs, train_head

@@ -79,7 +79,7 @@ def load_pretrained(path: str | Path | None = None) -> CHMNet:
     name (``"birds"``, ``"birds_vit"``), or the head file ``path`` with the backbone and layer it was
     trained for (heads written before files named their backbone: the shipped SmallResNet)."""
     from xcorr_core.models import SHIPPED
-    from xcorr_core.pipeline import load_model
+    from xcorr_core.models import load_model
 
     named = {"birds": shipped_path(), "birds_vit": vit_head_path()}  # the heads shipped for the core's shipped backbones
     path = named[str(path)] if str(path) in named else Path(path) if path is not None else shipped_path()
