@@ -180,3 +180,15 @@ def test_models_follow_the_same_policy() -> None:
     with pytest.raises(xc.RegistrationError, match="already registered"):
         xc.register_plugin(_plugin(register_models=good), name="m1")
 
+
+
+def test_a_bad_config_field_is_a_config_error_everywhere() -> None:
+    """issue 28: constructing any StrictConfig with a bad field is a ConfigError naming class and
+    field; nested configs keep their full location; the registry still names the component."""
+    with pytest.raises(xc.ConfigError, match=r"GoodReRanker.Config: invalid field 'pairs'") as e:
+        GoodReRanker.Config(pairs="many")
+    assert e.value.field == "pairs" and isinstance(e.value, ValueError)
+    with pytest.raises(xc.ConfigError, match=r"PipelineSpec: invalid field 'features.batch_size'"):
+        xc.PipelineSpec(features={"batch_size": 0})
+    with pytest.raises(xc.ConfigError, match=r"metric 'top1_accuracy': invalid config field 'ci_level'"):
+        xc.create("metric", "top1_accuracy", ci_level=2.0)

@@ -9,8 +9,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_checkable
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from .errors import ConfigError
 from .results import Explanation, Matches, MetricResult, Ranking, Tensor, TensorModel
 
 if TYPE_CHECKING:
@@ -31,8 +32,22 @@ KIND_METHOD: dict[str, str] = {
 }
 
 
-class StrictConfig(BaseModel):
-    """Config base: unknown fields are errors, assignments are validated."""
+class _ConfigMeta(type(BaseModel)):  # type: ignore[misc]
+    """Calling a config class with a bad field raises `ConfigError`. Only the call is wrapped: pydantic
+    validates nested configs without it, so their errors keep their full location."""
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().__call__(*args, **kwargs)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            loc = ".".join(str(p) for p in err["loc"]) or "(config)"
+            raise ConfigError(f"{cls.__qualname__}: invalid field {loc!r}: {err['msg']}", field=loc) from exc
+
+
+class StrictConfig(BaseModel, metaclass=_ConfigMeta):
+    """Config base: unknown fields are errors, assignments are validated, and constructing one with
+    a bad field is a `ConfigError` naming the class and the field (not pydantic's ValidationError)."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 

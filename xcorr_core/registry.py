@@ -287,7 +287,7 @@ def validate_config(kind: str, name: str, config: dict[str, Any]) -> BaseModel:
                 known = ", ".join(fields) or "(none)"
                 raise ConfigError(f"{kind} {name!r}: unknown config field {key!r}; fields are: {known}", field=key)
     try:
-        return cls.Config(**config)
+        return cls.Config.model_validate(config)  # pydantic's error, to name the kind and component below
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = ".".join(str(p) for p in err["loc"]) or "(config)"

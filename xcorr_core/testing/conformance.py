@@ -63,8 +63,8 @@ def _build(cls: type, kind: type, config: dict[str, Any] | None) -> Component:
     if config is None:  # a field without a default is allowed; the check then needs config=
         try:
             cls.Config()
-        except ValidationError as exc:
-            _fail(cls, f"its default config does not validate ({exc.errors()[0]['msg']}); pass config= to the check "
+        except (ValidationError, ConfigError) as exc:
+            _fail(cls, f"its default config does not validate ({exc}); pass config= to the check "
                        "if a field has no default by design", "give every field a valid default")
     try:
         cls.Config(**{"no_such_field_xcorr": 1})
@@ -74,7 +74,7 @@ def _build(cls: type, kind: type, config: dict[str, Any] | None) -> Component:
         _fail(cls, "Config accepts an unknown field", "keep StrictConfig's extra='forbid'")
     try:
         return cls(cls.Config(**(config or {})))
-    except ValidationError as exc:
+    except (ValidationError, ConfigError) as exc:
         raise ConformanceError(f"{cls.__name__}: the config given to the check is invalid: {exc}") from None
 
 

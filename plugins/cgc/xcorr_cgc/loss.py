@@ -15,15 +15,14 @@ Depends on torch, the core and this plugin's views and heatmaps.
 """
 from __future__ import annotations
 
-from typing import Any
 
 import torch
 import torch.nn.functional as F
-from pydantic import ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field
 from torch import nn
 
 from xcorr_core.components import StrictConfig
-from xcorr_core.errors import ConfigError, InputError
+from xcorr_core.errors import InputError
 from xcorr_core.results import Tensor, TensorModel
 from xcorr_core.validation import check_tensor
 
@@ -41,14 +40,6 @@ class CGCConfig(StrictConfig):
     lam: float = Field(0.5, ge=0.0, description="weight lambda of the consistency term in `paper_total`")
     negatives: bool = Field(True, description="False: the ablation without negatives (MSE between the normalised maps)")
     eps: float = Field(1e-8, gt=0.0, description="mass-normalisation epsilon")
-
-    def __init__(self, **data: Any) -> None:
-        try:
-            super().__init__(**data)
-        except ValidationError as exc:  # an xcorr error that names the field, as registry-built configs give
-            err = exc.errors()[0]
-            loc = ".".join(str(p) for p in err["loc"]) or "(config)"
-            raise ConfigError(f"CGCConfig: invalid field {loc!r}: {err['msg']}", field=loc) from exc
 
 
 class CGCOutput(TensorModel):
