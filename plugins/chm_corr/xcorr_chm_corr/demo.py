@@ -58,7 +58,7 @@ def chm_corr_decisions(pipe: xc.Pipeline, data: Any, chm: Any, *, keypoints: tor
     f, k, n_short = pipe.spec.features, pipe.spec.decision.k, pipe.spec.shortlist
     assert pipe.index is not None and pipe.store is not None, "fit the pipeline first"
     pooled, maps = [], []
-    for _, feats in pipe.extractor.iter_batches(data, batch_size=f.batch_size, progress=False, desc="queries"):
+    for _, feats in pipe.encode(data, progress=False, desc="queries"):
         pooled.append(feats.pooled[f.pooled_layer])
         maps.append(feats.maps[f.spatial_layer])
     q, qmaps = torch.cat(pooled), torch.cat(maps)
