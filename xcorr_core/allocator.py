@@ -3,7 +3,7 @@
 glibc's malloc hands every large block (above its mmap threshold, at most 32 MB) to the kernel on
 ``free`` and maps fresh pages on the next ``malloc``. Batched explainers allocate the same 10-100 MB
 intermediates chunk after chunk, so each chunk pays page faults and the kernel's zeroing of every
-page again: on this project's 2-core VM that was 28-35 s of system time in a ~110 s ``xcorr demo``.
+page again (measured on ``xcorr demo``: see the getting-started page).
 With large blocks taken from the heap (``M_MMAP_MAX = 0``) and the heap never trimmed, freed blocks
 are reused instead.
 

@@ -15,8 +15,8 @@ __all__ = ["mann_whitney", "MannWhitney", "EXACT_MAX_PAIRS", "adjust_pvalues", "
 MWMethod = Literal["auto", "exact", "asymptotic", "permutation"]
 Correction = Literal["none", "bonferroni", "holm", "bh"]
 
-#: largest n_x * n_y for the exact null distribution of U: 200 x 200 takes 0.15 s here, 600 x 600 took 93 s
-#: and gave p = NaN (scipy's recursion loses its precision)
+#: largest n_x * n_y for the exact null distribution of U: scipy's recursion grows quadratically in
+#: it and loses its precision (p = NaN) well before 600 x 600 (timings: docs/benchmarks.md)
 EXACT_MAX_PAIRS = 40_000
 
 
