@@ -7,8 +7,22 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .components import (BatchedReRanker, Case, CellReRanker, Component, ComponentInfo, Explainer, Matcher, MethodScopedExplainer, Metric,
-                         PluginInfo, ReRanker, StrictConfig)
+from .cells import CellMaps
+from .components import (
+    BatchedReRanker,
+    Case,
+    CellReRanker,
+    Component,
+    ComponentInfo,
+    Explainer,
+    Matcher,
+    MethodScopedExplainer,
+    Metric,
+    PluginInfo,
+    ReRanker,
+    StrictConfig,
+)
+from .decisions import Decisions
 from .errors import (
     ComponentOutputError,
     ConfigError,
@@ -17,8 +31,9 @@ from .errors import (
     LayerNotFoundError,
     ModelForwardError,
     PluginLoadError,
-    UnknownComponentError,
     RegistrationError,
+    StorageError,
+    UnknownComponentError,
     XcorrError,
 )
 from .features import FeatureExtractor, Features, layer_names
@@ -26,22 +41,27 @@ from .hookspecs import hookimpl, hookspec
 from .index import GalleryIndex, SearchResult
 from .knn import KNNClassifier, KNNPrediction, NeighbourExplanation, majority_vote
 from .pipeline import Pipeline
-from .spec import ComponentSpec, PipelineSpec
 from .registry import components, create, get_class, plugins, register_plugin, reload_plugins
 from .results import Explanation, Matches, MethodResult, MetricResult, Ranking, RunResult, Tensor, TensorModel
+from .spec import ComponentSpec, PipelineSpec
 from .store import SpatialStore
-from .cells import CellMaps
 
-__all__ = ["BatchedReRanker", "CellReRanker", "MethodScopedExplainer", 
+#: the supported API for plugin authors and users; submodules hold more (xcorr_core.models, .data,
+#: .jobs, .stats, .vocabulary, .testing, .validation), and names with a leading underscore are internal
+__all__ = [
     "__version__",
-    "hookimpl", "hookspec",
-    "components", "create", "get_class", "plugins", "register_plugin", "reload_plugins",
-    "Component", "Explainer", "Matcher", "ReRanker", "Metric", "Case", "StrictConfig", "ComponentInfo", "PluginInfo",
+    # plugins: hooks and the registry
+    "hookimpl", "hookspec", "components", "create", "get_class", "plugins", "register_plugin", "reload_plugins",
+    # component bases, their optional protocols, and what they exchange
+    "Component", "Explainer", "Matcher", "ReRanker", "Metric", "StrictConfig", "ComponentInfo", "PluginInfo",
+    "BatchedReRanker", "CellReRanker", "MethodScopedExplainer", "Case",
     "Ranking", "Matches", "Explanation", "MetricResult", "Tensor", "TensorModel",
-    "FeatureExtractor", "Features", "layer_names",
-    "GalleryIndex", "SearchResult", "SpatialStore", "CellMaps",
-    "Pipeline", "PipelineSpec", "ComponentSpec", "RunResult", "MethodResult",
+    # features, index, store
+    "FeatureExtractor", "Features", "layer_names", "GalleryIndex", "SearchResult", "SpatialStore", "CellMaps",
+    # pipelines
+    "Pipeline", "PipelineSpec", "ComponentSpec", "Decisions", "RunResult", "MethodResult",
     "KNNClassifier", "KNNPrediction", "NeighbourExplanation", "majority_vote",
-    "XcorrError", "ConfigError", "UnknownComponentError", "RegistrationError", "InputError", "IndexFileError", "LayerNotFoundError", "PluginLoadError",
-    "ComponentOutputError", "ModelForwardError",
+    # errors
+    "XcorrError", "ConfigError", "UnknownComponentError", "RegistrationError", "InputError", "IndexFileError", "StorageError",
+    "LayerNotFoundError", "PluginLoadError", "ComponentOutputError", "ModelForwardError",
 ]
