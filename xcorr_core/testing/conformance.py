@@ -29,6 +29,7 @@ from pydantic import BaseModel, ValidationError
 from ..components import BatchedReRanker, Case, Component, Explainer, Matcher, Metric, ReRanker, StrictConfig
 from ..errors import ConfigError, XcorrError
 from ..results import Explanation, Matches, MetricResult, Ranking
+from .hostile import tensors_in
 
 __all__ = ["ConformanceError", "check_reranker", "check_matcher", "check_explainer", "check_metric", "random_maps"]
 
@@ -79,16 +80,7 @@ def _build(cls: type, kind: type, config: dict[str, Any] | None) -> Component:
 
 
 def _tensors(value: Any) -> list[torch.Tensor]:
-    """Every tensor inside a result (pydantic models, lists, tuples, dicts)."""
-    if isinstance(value, torch.Tensor):
-        return [value]
-    if isinstance(value, BaseModel):
-        return [t for name in type(value).model_fields for t in _tensors(getattr(value, name))]
-    if isinstance(value, (list, tuple)):
-        return [t for v in value for t in _tensors(v)]
-    if isinstance(value, dict):
-        return [t for v in value.values() for t in _tensors(v)]
-    return []
+    return list(tensors_in(value))
 
 
 def _same(a: Any, b: Any) -> bool:

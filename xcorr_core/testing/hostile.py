@@ -54,19 +54,21 @@ def hostile_cases(recipes: Mapping[str, tuple[Recipe, Iterable[str]]]) -> st.Sea
     return st.tuples(st.sampled_from(pairs), st.sampled_from(POISONS), st.floats(0, 1)).map(lambda c: (*c[0], c[1], c[2]))
 
 
-def _tensors(value: Any) -> Iterable[torch.Tensor]:
+def tensors_in(value: Any, *, nonfinite_floats: bool = False) -> Iterable[torch.Tensor]:
+    """Every tensor inside ``value`` (pydantic models, mappings, lists, tuples), depth first; with
+    ``nonfinite_floats`` also each non-finite plain float, as a 0-d tensor."""
     if isinstance(value, torch.Tensor):
         yield value
     elif isinstance(value, BaseModel):
         for v in value.__dict__.values():
-            yield from _tensors(v)
+            yield from tensors_in(v, nonfinite_floats=nonfinite_floats)
     elif isinstance(value, Mapping):
         for v in value.values():
-            yield from _tensors(v)
+            yield from tensors_in(v, nonfinite_floats=nonfinite_floats)
     elif isinstance(value, (list, tuple)):
         for v in value:
-            yield from _tensors(v)
-    elif isinstance(value, float) and not torch.isfinite(torch.tensor(value)):
+            yield from tensors_in(v, nonfinite_floats=nonfinite_floats)
+    elif nonfinite_floats and isinstance(value, float) and not torch.isfinite(torch.tensor(value)):
         yield torch.tensor(value)
 
 
@@ -99,7 +101,7 @@ def assert_typed_or_finite(recipes: Mapping[str, tuple[Recipe, Iterable[str]]], 
         return Outcome("refused", error=exc)
     except Exception as exc:  # noqa: BLE001 - the point: any other error is a defect
         raise AssertionError(f"{where} raised {type(exc).__name__}: {exc}; expected an xcorr error or a finite result") from exc
-    bad = [t for t in _tensors(result) if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    bad = [t for t in tensors_in(result, nonfinite_floats=True) if t.is_floating_point() and not bool(torch.isfinite(t).all())]
     if bad and not (allow_nonfinite and (name in allow_nonfinite or f"{name}:{kind}" in allow_nonfinite)):
         raise AssertionError(f"{where} returned non-finite values without an error")
     return Outcome("finite", result=result)
