@@ -47,3 +47,30 @@ def tiny_birds():
     from xcorr_core.data import SynthBirds
 
     return SynthBirds("train", per_class=4, progress=False), SynthBirds("test", per_class=2, progress=False)
+
+
+@pytest.fixture(scope="session")
+def browse_job(tmp_path_factory: pytest.TempPathFactory):
+    """A finished job (SynthBirds test, 2 per class = 48 queries; kNN and the test re-ranker
+    `test_patchmax`, explanations on) and its browser site in 16-row data files (3 files)."""
+    from patchmax import register, small_job
+
+    import xcorr_core
+    from xcorr_core.browse import build_site
+    from xcorr_core.jobs import run_job
+
+    root = tmp_path_factory.mktemp("browse")
+    before = os.environ.get("XCORR_PLUGINS")
+    os.environ["XCORR_PLUGINS"] = ""
+    try:
+        xcorr_core.reload_plugins()
+        register()
+        run_job(small_job(explain="all"), root / "job", progress=False)
+        report = build_site(root / "job", root / "site", chunk_rows=16, progress=False)
+    finally:
+        if before is None:
+            del os.environ["XCORR_PLUGINS"]
+        else:
+            os.environ["XCORR_PLUGINS"] = before
+        xcorr_core.reload_plugins()
+    return root / "job", root / "site", report

@@ -1,6 +1,6 @@
 """The ``xcorr`` command: ``--version``, ``plugins [--json]``, ``demo [--out DIR]``,
 ``components``, ``run SPEC --out DIR`` (a job), ``index build`` / ``index eval`` (a gallery on
-disk), and sub-commands that plugins add through ``register_commands``.
+disk), ``browse OUT`` (a web site over a job's results), and sub-commands that plugins add through ``register_commands``.
 """
 from __future__ import annotations
 
@@ -109,6 +109,34 @@ def _cmd_index_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_browse(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .browse import build_site, make_server
+
+    site = Path(args.site) if args.site else Path(args.out) / "site"
+    rep = build_site(args.out, site, chunk_rows=args.chunk_rows, pictures=not args.no_pictures, max_figures=args.max_figures,
+                     progress=False if args.no_progress else None)
+    print(f"{rep.queries} queries, methods {', '.join(rep.methods)}: {rep.chunks} data file(s), {rep.pictures} pictures, "
+          f"{rep.figures} explanation figures in {rep.seconds:.1f} s")
+    for p in rep.problems[:10]:
+        print(f"  note: {p}")
+    if len(rep.problems) > 10:
+        print(f"  ... and {len(rep.problems) - 10} more notes")
+    print(f"open {rep.index.resolve().as_uri()}")
+    if args.serve is not None:
+        server = make_server(site, args.serve)
+        host, port = server.server_address[:2]
+        print(f"serving {site} at http://{host}:{port}/ (Ctrl-C stops)", flush=True)
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.server_close()
+    return 0
+
+
 def _executor_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--executor", choices=["local", "ray"], default="local", help="local (default, no Ray) or ray")
     p.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
@@ -161,6 +189,15 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--refine", help="IVF-PQ exact re-scoring factors to try, e.g. 1,2,4")
     e.add_argument("--json", action="store_true")
     e.set_defaults(handler=_cmd_index_eval)
+    p = sub.add_parser("browse", help="write a web site over a job's results: table, detail views, summaries")
+    p.add_argument("out", help="the job's output folder (what `xcorr run --out` wrote)")
+    p.add_argument("--site", help="site folder (default: OUT/site); open its index.html from the file system")
+    p.add_argument("--serve", type=int, metavar="PORT", help="then serve the site on http://127.0.0.1:PORT/ (0: any free port)")
+    p.add_argument("--chunk-rows", type=int, default=2000, help="queries per data file (default 2000)")
+    p.add_argument("--max-figures", type=int, default=200, help="draw explanation figures for at most this many queries (default 200)")
+    p.add_argument("--no-pictures", action="store_true", help="no pictures of queries and neighbours (the job's data sources are not read)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.set_defaults(handler=_cmd_browse)
     for impl in registry.plugin_manager().hook.register_commands.get_hookimpls():
         try:
             impl.function(subparsers=sub)
