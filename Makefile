@@ -11,7 +11,7 @@ export NO_MKDOCS_2_WARNING := 1
 WHEELS := .wheels
 WHEEL_VENV := .venv-wheels
 
-.PHONY: demo test venv docs bench clean check-wheels
+.PHONY: demo test venv docs bench clean check-wheels browser
 
 venv: $(STAMP)
 
@@ -23,7 +23,18 @@ $(STAMP): pyproject.toml constraints-dev.txt requirements-dev.txt $(wildcard plu
 demo: $(STAMP)
 	$(VENV)/bin/xcorr demo --out $(OUT)
 
-test: $(STAMP)
+# The browser site's tests drive a real Chromium: Debian's package, installed here when we are root
+# with apt; otherwise those tests fail and say how to install it (they never skip).
+browser:
+	@if [ -z "$$XCORR_CHROMIUM" ] && ! command -v chromium >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's chromium for the browser tests"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get install -y -q chromium >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }; \
+	  else echo "note: no chromium on PATH and not root: the browser tests will fail; install it with: sudo apt-get install chromium"; fi; \
+	fi
+
+test: $(STAMP) browser
 	$(PY) -m pytest tests docs
 	@set -e; for p in $(PLUGIN_DIRS); do echo "== plugin $$p"; (cd $$p && ../../$(PY) -m pytest tests); done
 	$(VENV)/bin/mkdocs build --strict --quiet -d $(VENV)/site
@@ -54,6 +65,7 @@ bench: $(STAMP)
 	@if $(PY) -c "import xcorr_cgc" 2>/dev/null; then $(PY) benchmarks/bench_cgc.py; fi
 	@if $(PY) -c "import timm, xcorr_emd_corr, xcorr_pairx" 2>/dev/null; then $(PY) benchmarks/bench_vit.py; fi
 	@if $(PY) -c "import xcorr_human_team_sim" 2>/dev/null; then $(PY) benchmarks/bench_team.py; fi
+	$(PY) benchmarks/bench_browse.py
 
 clean:
 	rm -rf $(VENV) site $(OUT) $(WHEELS) $(WHEEL_VENV)

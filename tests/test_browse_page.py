@@ -15,10 +15,8 @@ from typing import Any
 
 import pytest
 
-pa = pytest.importorskip("pyarrow")
-
-from xcorr_core.jobs import read_results  # noqa: E402
-from xcorr_core.testing.browser import chromium  # noqa: E402
+from xcorr_core.jobs import read_results
+from xcorr_core.testing.browser import chromium
 
 METHODS = ("knn", "test_patchmax")
 
@@ -29,7 +27,7 @@ def browser() -> Iterator[Any]:
         manager = chromium()
         b = manager.__enter__()
     except RuntimeError as exc:
-        pytest.fail(str(exc))
+        pytest.fail(str(exc), pytrace=False)
     yield b
     manager.__exit__(None, None, None)
 

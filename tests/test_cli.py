@@ -11,6 +11,7 @@ import pytest
 
 import xcorr_core as xc
 from xcorr_core import cli, registry
+from xcorr_core.data import SynthBirds
 
 
 def test_version(capsys) -> None:
@@ -71,6 +72,12 @@ def test_quick_demo_writes_report_figures_and_html(tmp_path: Path) -> None:
     skipped = {s["plugin"]: s for s in report["skipped_sections"]}
     assert set(skipped) == {"emd_corr", "chm_corr", "cgc", "human_team_sim", "pairx", "protoknn", "scc_counterfactual"}
     assert skipped["pairx"]["install"].startswith("pip install plugins/pairx") and "Sections skipped" in html
+    # the browser section: the demo pipeline as a job over the same test images, and its site, linked from the report
+    br = next(s for s in report["sections"] if s["title"] == "Browse the SynthBirds job")["report"]
+    assert br["methods"] == ["knn"] and br["queries"] == len(SynthBirds("test", per_class=2, progress=False)) and br["errors"] == 0
+    assert br["top1_accuracy"]["knn"] == pytest.approx(cls["report"]["results"]["test"]["knn"]["top1_accuracy"])
+    assert (tmp_path / "browse" / "index.html").is_file() and (tmp_path / "job" / "manifest.json").is_file()
+    assert "href='browse/index.html'" in html and "href='browse/index.html#wrong=knn'" in html
 
 
 def test_plugins_lists_named_models(capsys) -> None:

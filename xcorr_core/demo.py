@@ -4,7 +4,8 @@ Builds the gallery from SynthBirds train with the shipped classifier, classifies
 the test set and its two out-of-distribution variants with kNN and with every
 installed re-ranker (the pipeline in ``specs/demo.yaml``, also shipped as
 ``examples/demo_pipeline.yaml``), runs re-identification on SynthHerd with the
-shipped embedding model, lets plugins add sections, and writes
+shipped embedding model, runs the demo pipeline as a job and builds the browser site over its
+results (``OUT/browse/index.html``), lets plugins add sections, and writes
 ``report.json``, PNG figures and ``index.html`` to the output folder.
 """
 from __future__ import annotations
@@ -28,6 +29,7 @@ from .models import load_pretrained, model_card
 from .pipeline import Pipeline
 from .results import RunResult
 from .spec import PipelineSpec
+from .demo_browse import browse_section
 from .demo_vit import vit_section
 from .viz import plot_accuracy, plot_bird_samples, plot_herd_pair, save_figure
 
@@ -158,6 +160,9 @@ def _write_html(out: Path, sections: list[DemoSection], card: dict[str, Any], sk
         items = "".join(f"<li>{html.escape(s['section'])}: plugin <code>{html.escape(s['plugin'])}</code> {html.escape(s['why'])}; "
                         f"<code>{html.escape(s['install'])}</code></li>" for s in skipped)
         parts.append(f"<div class='err'><b>Sections skipped</b><ul>{items}</ul></div>")
+    if (out / "browse" / "index.html").is_file():
+        parts.append("<p><b>Browse every SynthBirds test query</b> (table, filters, neighbours and correspondences): "
+                     "<a href='browse/index.html'>browse/index.html</a>, written by <code>xcorr browse</code>.</p>")
     if card:
         parts.append("<details><summary>Shipped models</summary><pre>" + html.escape(json.dumps(card, indent=2)) + "</pre></details>")
     for s in sections:
@@ -218,7 +223,9 @@ def run_demo(out: str | Path = "demo-out", *, progress: bool | None = None, quic
     builtin = [("xcorr_core", "data", _data_section), ("xcorr_core", "classification", _classification_section),
                ("xcorr_core", "reid", _reid_section)]
     sections: list[DemoSection] = []
-    todo = builtin + registry.demo_sections() + [("xcorr_core", "the same explanations on a ViT", vit_section)]
+    # the browser's job runs last: the sections before it see the global RNG state they always saw
+    todo = builtin + registry.demo_sections() + [("xcorr_core", "the same explanations on a ViT", vit_section),
+                                                 ("xcorr_core", "browse the SynthBirds job", browse_section)]
     for i, (plugin, title, run) in enumerate(todo, 1):
         _log(f"[{i}/{len(todo)}] {title} ({plugin}) ...")
         ts = time.perf_counter()

@@ -363,8 +363,12 @@
       const cards = e.ids.map((_, j) => neighbourCard(m0, det, lab, j)).join("");
       const figs = (e.figures || []).map((f) => `<figure><img src="${esc(f)}" alt="${esc(f)}"><figcaption class="muted">${esc(f)}</figcaption></figure>`).join("");
       const what = e.pairs ? `its ${e.ids.length} neighbours, each with the ${(e.pairs[0] || []).length} patch pairs that scored it (line width: pair weight)` : `its ${e.ids.length} nearest neighbours`;
+      const strips = META.methods.map((m) => `<div class="strip" data-method="${m}"><b>${esc(m)}</b>` + det[m].ids.map((g, j) =>
+        `<span class="mini ${det[m].labels[j] === lab ? "ok" : "bad"}" title="#${j + 1} ${esc(className(det[m].labels[j]))} (gallery ${g}, score ${fmt(det[m].scores[j])})">` +
+        (META.pictures.gallery ? `<img src="img/g/${g}.jpg" alt="" loading="lazy">` : `${j + 1}`) + `</span>`).join("") + `</div>`).join("");
       $("#d-body").className = "";
-      $("#d-body").innerHTML = `<p class="muted">${esc(m0)}: ${what}; green: the true class.</p><div class="cards">${cards}</div>` +
+      $("#d-body").innerHTML = `<h3>The k neighbours of each method <span class="muted">(border: green the true class, red another)</span></h3>${strips}` +
+        `<h3>${esc(m0)} in detail</h3><p class="muted">${esc(m0)}: ${what}; green: the true class.</p><div class="cards">${cards}</div>` +
         (figs ? `<h3>Explanation figures</h3>${figs}` : "");
       document.body.dataset.detail = String(qid);
     });
