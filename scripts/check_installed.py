@@ -2,7 +2,8 @@
 
 Asserts that the packages are imported from site-packages (not the checkout), that `xcorr plugins`
 lists every project plugin without a load error, that every shipped model and its card load, and
-that each plugin's shipped weights load. Prints one JSON line; exits non-zero on any failure.
+that each plugin's shipped weights load, and that `xcorr browse` finds its page files (package data).
+Prints one JSON line; exits non-zero on any failure.
 """
 from __future__ import annotations
 
@@ -40,7 +41,17 @@ def main() -> None:
               "chm_corr_vit": type(chm.load_pretrained("birds_vit")).__name__,
               "protoknn": type(xcorr_protoknn.load_pretrained()).__name__,
               "scc_ssl": type(scc.load_auxiliary("ssl")).__name__, "scc_parts": type(scc.load_parts_detector()).__name__}
-    print(json.dumps({"xcorr_core": str(where.parent), "plugins": sorted(names), "models": models, "plugin_models": loaded}))
+    import tempfile
+
+    from xcorr_core.browse import build_site
+    from xcorr_core.testing.jobs import synthetic_job
+
+    with tempfile.TemporaryDirectory() as tmp:
+        site = build_site(synthetic_job(Path(tmp) / "job", 30, classes=5, gallery=50), Path(tmp) / "site", progress=False)
+        page = {f: (Path(site.site) / f).stat().st_size for f in ("index.html", "browse.js", "browse.css")}
+    assert all(page.values()), f"the browser page's files are empty: {page}"
+    print(json.dumps({"xcorr_core": str(where.parent), "plugins": sorted(names), "models": models, "plugin_models": loaded,
+                      "browse_page_bytes": page}))
 
 
 if __name__ == "__main__":

@@ -116,14 +116,14 @@ def build_site(job: str | Path, site: str | Path | None = None, *, chunk_rows: i
             itself) for at most this many queries, in query order.
         title: the page's title (default: the job folder's name).
     """
-    from ..jobs.table import _manifest, read_results
+    from ..jobs.table import read_manifest, read_results
 
     t0 = time.perf_counter()
     if chunk_rows < 1:
         raise ConfigError(f"chunk_rows must be >= 1, got {chunk_rows}")
     job = Path(job)
     site = Path(site) if site is not None else job / "site"
-    manifest = _manifest(job)
+    manifest = read_manifest(job)
     table = read_results(job)
     names = table.schema.names
     methods = job_methods(names)

@@ -31,7 +31,7 @@ from ..fileio import atomic_write, make_dir, reserve, sealed
 from ..index import GalleryIndex
 from ..shards import ShardedStoreWriter
 from ..sources import load_source
-from .gallery_files import GALLERY_FORMAT, _read_info, _sha256, open_gallery
+from .gallery_files import GALLERY_FORMAT, _read_info, file_sha256, open_gallery
 from .spec import JobSpec
 
 __all__ = ["build_gallery", "open_gallery", "eval_index", "GALLERY_FORMAT"]
@@ -120,7 +120,7 @@ def build_gallery(job: JobSpec, folder: str | Path, executor: Any, *, data: Any 
             "n": n, "num_classes": int(labels.max()) + 1, "dim": int(vecs.shape[1]), "index": ix.model_dump(),
             "map_shape": list(store.map_shape) if store is not None else None, "store_dtype": job.store_dtype if store is not None else None,
             "store_layout": store.layout if store is not None else None,
-            "vectors_sha256": _sha256(vec_path), "index_sha256": _sha256(folder / "gallery.index"),
+            "vectors_sha256": file_sha256(vec_path), "index_sha256": file_sha256(folder / "gallery.index"),
             "seconds": {"features": round(t_feat, 3), "index": round(t_index, 3)}, "bytes": {
                 "index": (folder / "gallery.index").stat().st_size, "vectors": vec_path.stat().st_size,
                 "store": store.nbytes if store is not None else 0}}
@@ -139,7 +139,7 @@ def eval_index(folder: str | Path, *, k: int = 50, queries: int = 1000, seed: in
     folder = Path(folder)
     index, _, info = open_gallery(folder, need_store=False)
     vpath = folder / "vectors.npy"
-    if _sha256(vpath) != info["vectors_sha256"]:
+    if file_sha256(vpath) != info["vectors_sha256"]:
         raise IndexFileError(f"{vpath} does not match its checksum in gallery.json")
     vecs = np.load(vpath, mmap_mode="r")
     n = vecs.shape[0]

@@ -17,12 +17,13 @@ from ..fileio import check_seal
 from ..index import GalleryIndex
 from ..shards import ShardedStore
 
-__all__ = ["GALLERY_FORMAT", "open_gallery"]
+__all__ = ["GALLERY_FORMAT", "open_gallery", "file_sha256"]
 
 GALLERY_FORMAT = "xcorr.Gallery/1"
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes, read in 16 MB blocks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(1 << 24):
@@ -50,7 +51,7 @@ def open_gallery(folder: str | Path, *, verify: str = "rows", need_store: bool =
     if info is None:
         raise IndexFileError(f"no finished gallery at {folder} (gallery.json is missing): build it with `xcorr index build`")
     ipath = folder / "gallery.index"
-    if not ipath.is_file() or _sha256(ipath) != info["index_sha256"]:
+    if not ipath.is_file() or file_sha256(ipath) != info["index_sha256"]:
         raise IndexFileError(f"{ipath} is missing or does not match its checksum in gallery.json")
     index = GalleryIndex.load(ipath, expected_dim=info["dim"])
     if index.refine > 1 and index.kind != "flat":  # exact re-scoring reads the memory-mapped vectors

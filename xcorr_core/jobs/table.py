@@ -26,7 +26,8 @@ from typing import Any
 from ..errors import ConfigError, InputError
 from ..fileio import atomic_write, make_dir
 
-__all__ = ["result_schema", "ResultWriter", "read_results", "read_errors", "load_explanations", "require_pyarrow", "ERROR_COLUMNS"]
+__all__ = ["result_schema", "ResultWriter", "read_results", "read_errors", "read_manifest", "load_explanations", "dump_explanations",
+           "require_pyarrow", "id_ranges", "ERROR_COLUMNS", "MANIFEST_FORMAT"]
 
 MANIFEST_FORMAT = "xcorr.Job/1"
 ERROR_COLUMNS = ("query_id", "path", "label", "error_type", "error")
@@ -67,7 +68,7 @@ def result_schema(methods: list[str], metrics: list[str], *, shortlist: bool, ex
     return pa.schema(fields)
 
 
-def _ranges(ids: list[int]) -> list[list[int]]:
+def id_ranges(ids: list[int]) -> list[list[int]]:
     """Sorted ids as inclusive runs ``[[a, b], ...]`` (a batch is usually one run)."""
     out: list[list[int]] = []
     for i in sorted(ids):
@@ -170,7 +171,7 @@ class ResultWriter:
             table = pa.table({c: bad[c if c not in ("error", "error_type") else f"_{c}"] for c in ERROR_COLUMNS})
             entries.append(("errors", self._write_table("errors", table), bad["query_id"].to_pylist()))
         for kind, name, ids in entries:
-            self.manifest[kind].append({"file": name, "rows": len(ids), "ids": _ranges(ids)})
+            self.manifest[kind].append({"file": name, "rows": len(ids), "ids": id_ranges(ids)})
         self.manifest["done"] += good.num_rows
         self.manifest["errors_count"] += bad.num_rows
         self.manifest["seconds"] = self._seconds0 + time.perf_counter() - self._t0
@@ -203,7 +204,7 @@ def read_results(out: str | Path) -> Any:
     import pyarrow.parquet as pq
 
     out = Path(out)
-    manifest = _manifest(out)
+    manifest = read_manifest(out)
     tables = [pq.read_table(out / p["file"]) for p in manifest["parts"]]
     if not tables:
         raise InputError(f"{out} has no finished results yet")
@@ -217,14 +218,16 @@ def read_errors(out: str | Path) -> Any:
     import pyarrow.parquet as pq
 
     out = Path(out)
-    tables = [pq.read_table(out / p["file"]) for p in _manifest(out)["errors"]]
+    tables = [pq.read_table(out / p["file"]) for p in read_manifest(out)["errors"]]
     if not tables:
         return pa.table({"query_id": pa.array([], pa.int64()), "path": pa.array([], pa.string()), "label": pa.array([], pa.int64()),
                          "error_type": pa.array([], pa.string()), "error": pa.array([], pa.string())})
     return pa.concat_tables(tables).sort_by("query_id")
 
 
-def _manifest(out: Path) -> dict[str, Any]:
+def read_manifest(out: str | Path) -> dict[str, Any]:
+    """A job folder's ``manifest.json`` (its spec, parts and status); `InputError` if it holds no job."""
+    out = Path(out)
     path = out / "manifest.json"
     if not path.is_file():
         raise InputError(f"{out} is not a job folder (no manifest.json)")

@@ -14,8 +14,8 @@ import torch
 
 from ..fileio import atomic_write, make_dir, sealed
 from ..index import GalleryIndex
-from ..jobs.gallery_files import GALLERY_FORMAT, _sha256
-from ..jobs.table import MANIFEST_FORMAT, _ranges, require_pyarrow, result_schema
+from ..jobs.gallery_files import GALLERY_FORMAT, file_sha256
+from ..jobs.table import MANIFEST_FORMAT, id_ranges, require_pyarrow, result_schema
 
 __all__ = ["synthetic_job"]
 
@@ -62,12 +62,12 @@ def synthetic_job(out: str | Path, rows: int, *, classes: int = 200, gallery: in
         table = pa.table({name: cols[name] for name in schema.names}, schema=schema)
         name = f"parts/part-{len(parts):06d}.parquet"
         pq.write_table(table, out / name)
-        parts.append({"file": name, "rows": n, "ids": _ranges(ids.tolist())})
+        parts.append({"file": name, "rows": n, "ids": id_ranges(ids.tolist())})
     gdir = make_dir(out / "gallery")
     index = GalleryIndex.build(torch.from_numpy(rng.standard_normal((gallery, 8)).astype(np.float32)), torch.from_numpy(glabels))
     index.save(gdir / "gallery.index")
     info = {"format": GALLERY_FORMAT, "fingerprint": "synthetic", "source": "synthetic", "n": gallery, "num_classes": classes, "dim": 8,
-            "map_shape": [8, *grid], "index_sha256": _sha256(gdir / "gallery.index")}
+            "map_shape": [8, *grid], "index_sha256": file_sha256(gdir / "gallery.index")}
     atomic_write(gdir / "gallery.json", lambda f: f.write(json.dumps(sealed(info)).encode()))
     manifest = {"format": MANIFEST_FORMAT, "fingerprint": "synthetic", "spec": {"data": None, "gallery": None}, "total": rows, "done": rows,
                 "errors_count": 0, "parts": parts, "errors": [], "status": "done", "seconds": 0.0}
