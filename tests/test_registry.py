@@ -192,3 +192,14 @@ def test_a_bad_config_field_is_a_config_error_everywhere() -> None:
         xc.PipelineSpec(features={"batch_size": 0})
     with pytest.raises(xc.ConfigError, match=r"metric 'top1_accuracy': invalid config field 'ci_level'"):
         xc.create("metric", "top1_accuracy", ci_level=2.0)
+    # assigning a bad value (or an unknown field) to a built config is the same ConfigError; the old value stays
+    spec = xc.PipelineSpec()
+    with pytest.raises(xc.ConfigError, match=r"PipelineSpec: invalid field 'shortlist'") as e:
+        spec.shortlist = 0
+    assert e.value.field == "shortlist" and spec.shortlist == xc.PipelineSpec().shortlist
+    with pytest.raises(xc.ConfigError, match=r"FeatureSpec: invalid field 'batch_size'"):
+        spec.features.batch_size = -1
+    with pytest.raises(xc.ConfigError, match=r"invalid field 'no_such'"):
+        spec.no_such = 1
+    spec.shortlist = 7
+    assert spec.shortlist == 7

@@ -48,6 +48,18 @@ class MassInBox(xc.Metric):
         return MetricResult(name=self.name, value=sum(inside) / len(inside), per_sample=torch.tensor(inside), n=len(inside))
 
 
+class StudyMean(xc.Statistic):
+    """A study-level toy: the mean of a study's scores."""
+
+    name = "test_study_mean"
+    summary = "toy statistic"
+    requires: ClassVar[frozenset[str]] = frozenset({"scores"})
+
+    def compute(self, **data: Any) -> MetricResult:
+        s = torch.as_tensor(data["scores"], dtype=torch.float64)
+        return MetricResult(name=self.name, value=float(s.mean()), n=int(s.numel()))
+
+
 class NeedsFlips(MassInBox):
     name = "test_needs_flips"
     requires: ClassVar[frozenset[str]] = frozenset({"maps", "flips"})
@@ -74,7 +86,11 @@ def _toy_plugin():
         register(MassInBox)
         register(NeedsFlips)
 
-    mod.register_explainers, mod.register_metrics = register_explainers, register_metrics
+    @xc.hookimpl
+    def register_statistics(register):
+        register(StudyMean)
+
+    mod.register_explainers, mod.register_metrics, mod.register_statistics = register_explainers, register_metrics, register_statistics
     return mod
 
 
@@ -114,3 +130,15 @@ def test_a_data_set_without_the_annotation_is_an_input_error(toys) -> None:
     pipe = xc.Pipeline(_spec(explainer="test_box_map")).fit(SynthHerd("train", individuals=6, photos=4))
     with pytest.raises(InputError, match=r"reads boxes, but the data set .*SynthHerd.* has no boxes annotation"):
         pipe.run(herd)
+
+
+def test_a_statistic_is_its_own_kind_and_a_spec_refuses_it(toys) -> None:
+    assert [c.name for c in xc.components("statistic")] == ["test_study_mean"]
+    assert "test_study_mean" not in {c.name for c in xc.components("metric")}
+    assert xc.create("statistic", "test_study_mean").compute(scores=[1.0, 2.0, 6.0]).value == pytest.approx(3.0)
+    spec = _spec(explainer="test_box_map")
+    spec["metrics"][0] = {"name": "test_study_mean"}
+    with pytest.raises(ConfigError, match=r"metrics\[0\]\.name: 'test_study_mean' is a study-level statistic .* not a per-query metric"):
+        xc.Pipeline(spec)
+    with pytest.raises(LookupError):
+        xc.create("metric", "test_study_mean")

@@ -1,7 +1,7 @@
 """xcorr core: hooks, registry, typed results, features, gallery index, kNN baseline.
 
-Plugins register Explainers, Matchers, ReRankers and Metrics through the
-entry-point group ``xcorr``; this package never imports a plugin.
+Plugins register Explainers, Matchers, ReRankers, Metrics (per query) and Statistics (per study
+or model) through the entry-point group ``xcorr``; this package never imports a plugin.
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from .components import (
     Metric,
     PluginInfo,
     ReRanker,
+    Statistic,
     StrictConfig,
 )
 from .decisions import Decisions
@@ -53,7 +54,7 @@ __all__ = [
     # plugins: hooks and the registry
     "hookimpl", "hookspec", "components", "create", "get_class", "plugins", "register_plugin", "reload_plugins",
     # component bases, their optional protocols, and what they exchange
-    "Component", "Explainer", "Matcher", "ReRanker", "Metric", "StrictConfig", "ComponentInfo", "PluginInfo",
+    "Component", "Explainer", "Matcher", "ReRanker", "Metric", "Statistic", "StrictConfig", "ComponentInfo", "PluginInfo",
     "BatchedReRanker", "CellReRanker", "MethodScopedExplainer", "Case",
     "Ranking", "Matches", "Explanation", "MetricResult", "Tensor", "TensorModel",
     # features, index, store

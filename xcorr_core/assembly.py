@@ -71,6 +71,11 @@ def build_components(spec: PipelineSpec) -> Built:
         where, source = f"metrics[{i}]", cs.config.get("explainer")
         if source is not None and not isinstance(source, str):
             raise ConfigError(f"{where}.config.explainer: the key of an explainer, got {source!r}", field=f"{where}.config.explainer")
+        if cs.name not in {c.name for c in registry.components("metric")} and cs.name in {c.name for c in registry.components("statistic")}:
+            owner = registry.get_class("statistic", cs.name).__module__.split(".")[0]
+            raise ConfigError(f"{where}.name: {cs.name!r} is a study-level statistic (one value over a whole study or model), not a "
+                              f"per-query metric, so a pipeline cannot compute it; call xcorr_core.create('statistic', {cs.name!r}, ...)"
+                              f".compute(...) with its inputs (see {owner})", field=f"{where}.name")
         m = make("metric", where, cs.model_copy(update={"config": {k: v for k, v in cs.config.items() if k != "explainer"}}))
         check_metric_inputs(where, cs.name, frozenset(getattr(m, "requires", ())), source, explainer_keys)
         metrics.append((cs.key, m))

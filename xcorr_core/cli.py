@@ -152,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=_cmd_plugins)
     p = sub.add_parser("components", help="list registered components")
-    p.add_argument("--kind", choices=["explainer", "matcher", "reranker", "metric"])
+    p.add_argument("--kind", choices=["explainer", "matcher", "reranker", "metric", "statistic"])
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=_cmd_components)
     p = sub.add_parser("demo", help="run the embedded default end to end and write a report")

@@ -17,11 +17,11 @@ from .results import Explanation, Matches, MetricResult, Ranking, Tensor, Tensor
 if TYPE_CHECKING:
     from .cells import CellMaps
 
-__all__ = ["Kind", "KINDS", "Component", "Explainer", "Matcher", "ReRanker", "Metric", "Case", "StrictConfig",
+__all__ = ["Kind", "KINDS", "Component", "Explainer", "Matcher", "ReRanker", "Metric", "Statistic", "Case", "StrictConfig",
            "BatchedReRanker", "CellReRanker", "MethodScopedExplainer"]
 
-Kind = Literal["explainer", "matcher", "reranker", "metric"]
-KINDS: tuple[Kind, ...] = ("explainer", "matcher", "reranker", "metric")
+Kind = Literal["explainer", "matcher", "reranker", "metric", "statistic"]
+KINDS: tuple[Kind, ...] = ("explainer", "matcher", "reranker", "metric", "statistic")
 
 #: method each kind must implement
 KIND_METHOD: dict[str, str] = {
@@ -29,6 +29,7 @@ KIND_METHOD: dict[str, str] = {
     "matcher": "match",
     "reranker": "rerank",
     "metric": "compute",
+    "statistic": "compute",
 }
 
 
@@ -40,16 +41,27 @@ class _ConfigMeta(type(BaseModel)):  # type: ignore[misc]
         try:
             return super().__call__(*args, **kwargs)
         except ValidationError as exc:
-            err = exc.errors()[0]
-            loc = ".".join(str(p) for p in err["loc"]) or "(config)"
-            raise ConfigError(f"{cls.__qualname__}: invalid field {loc!r}: {err['msg']}", field=loc) from exc
+            raise _config_error(cls, exc) from exc
+
+
+def _config_error(cls: type, exc: ValidationError) -> ConfigError:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"]) or "(config)"
+    return ConfigError(f"{cls.__qualname__}: invalid field {loc!r}: {err['msg']}", field=loc)
 
 
 class StrictConfig(BaseModel, metaclass=_ConfigMeta):
     """Config base: unknown fields are errors, assignments are validated, and constructing one with
-    a bad field is a `ConfigError` naming the class and the field (not pydantic's ValidationError)."""
+    a bad field, or assigning a bad value to one, is a `ConfigError` naming the class and the field
+    (not pydantic's ValidationError)."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        try:
+            super().__setattr__(name, value)
+        except ValidationError as exc:
+            raise _config_error(type(self), exc) from exc
 
 
 class Component:
@@ -185,6 +197,18 @@ class Metric(Component):
     """
 
     requires: ClassVar[frozenset[str]] = frozenset({"predictions", "targets"})
+
+    def compute(self, **data: Any) -> MetricResult:
+        raise NotImplementedError
+
+
+class Statistic(Component):
+    """One value over a whole study, model or design: a human-AI team's accuracy, a planned
+    study's power, a prototype set's spread. Not a per-query `Metric`: a pipeline spec refuses
+    it. Its caller passes the inputs named in ``requires`` (study tables, a model's prototypes)
+    to ``compute``, which returns a `MetricResult` (value, interval, details)."""
+
+    requires: ClassVar[frozenset[str]] = frozenset()
 
     def compute(self, **data: Any) -> MetricResult:
         raise NotImplementedError

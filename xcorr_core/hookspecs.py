@@ -64,6 +64,17 @@ def register_metrics(register: Register) -> None:
 
 
 @hookspec
+def register_statistics(register: Register) -> None:
+    """Register Statistic classes: ``register(cls)`` for each.
+
+    A Statistic is computed once over a whole study, model or design (team accuracy, a study's
+    power, a prototype set's variance), never per query: ``name``, ``summary``, ``requires``,
+    ``Config`` and ``compute(**data) -> MetricResult``, like a Metric, but a pipeline spec
+    refuses it.
+    """
+
+
+@hookspec
 def register_models(register: Any) -> None:
     """Name models that a pipeline spec can use as ``features.model``: call
     ``register(name, load, summary)`` for each, where ``load() -> nn.Module`` returns the model

@@ -9,9 +9,9 @@ component class through the contract a pipeline relies on, and name what to fix 
 """
 from __future__ import annotations
 
-from .conformance import (ConformanceError, check_explainer, check_matcher, check_metric, check_reranker, default_metric_data,
-                          random_maps)
+from .conformance import (ConformanceError, check_explainer, check_matcher, check_metric, check_reranker, check_statistic,
+                          default_metric_data, random_maps)
 from .hostile import POISONS, Outcome, assert_typed_or_finite, hostile_cases, poison, sweep
 
-__all__ = ["ConformanceError", "check_explainer", "check_matcher", "check_metric", "check_reranker", "default_metric_data",
+__all__ = ["ConformanceError", "check_explainer", "check_matcher", "check_metric", "check_reranker", "check_statistic", "default_metric_data",
            "random_maps", "POISONS", "Outcome", "assert_typed_or_finite", "hostile_cases", "poison", "sweep"]

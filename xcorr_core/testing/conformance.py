@@ -1,7 +1,7 @@
 """The component contract as checks a plugin author runs in their tests.
 
 ``check_reranker(cls)``, ``check_matcher(cls)``, ``check_explainer(cls, cases=...)`` and
-``check_metric(cls, data=...)`` build the component from its default config (or ``config``), call
+``check_metric(cls, data=...)`` (``check_statistic`` for study-level statistics) build the component from its default config (or ``config``), call
 it the way a pipeline does, and raise `ConformanceError` (an AssertionError, so pytest shows it as a
 failed test) naming the broken rule and what to fix. What is checked, for every kind:
 
@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from pydantic import BaseModel, ValidationError
 
-from ..components import BatchedReRanker, Case, Component, Explainer, Matcher, Metric, ReRanker, StrictConfig
+from ..components import BatchedReRanker, Case, Component, Explainer, Matcher, Metric, ReRanker, Statistic, StrictConfig
 from ..errors import ConfigError, XcorrError
 from ..results import Explanation, Matches, MetricResult, Ranking
 from .hostile import tensors_in
@@ -285,13 +285,23 @@ def check_metric(cls: type[Metric], *, data: dict[str, Any] | None = None, confi
     """Run a metric class through the contract: ``compute(**data)`` with the names in ``requires``
     gives a `MetricResult` with a finite value (``per_sample`` of one value per sample), the same
     value twice, and a typed error when one tensor input is a sample shorter than the others."""
-    m = _build(cls, Metric, config)
-    data = dict(data) if data is not None else default_metric_data()
+    _check_compute(cls, Metric, data if data is not None else default_metric_data(), config)
+
+
+def check_statistic(cls: type[Statistic], *, data: dict[str, Any], config: dict[str, Any] | None = None) -> None:
+    """Run a study-level statistic through the same contract as a metric, on the study or model
+    inputs ``data`` (a statistic has no default inputs)."""
+    _check_compute(cls, Statistic, data, config)
+
+
+def _check_compute(cls: type, kind: type, data: dict[str, Any], config: dict[str, Any] | None) -> None:
+    m = _build(cls, kind, config)
+    data = dict(data)
     missing = sorted(set(cls.requires) - set(data))
     if missing:
-        raise ConformanceError(f"{cls.__name__} requires {missing}, which check_metric's data lacks; pass data={{...}}")
+        raise ConformanceError(f"{cls.__name__} requires {missing}, which the check's data lacks; pass data={{...}}")
     inputs = {k: data[k] for k in cls.requires}
-    out = _deterministic(cls, lambda: m.compute(**inputs), "compute")
+    out = _deterministic(cls, lambda: m.compute(**inputs), "compute")  # type: ignore[attr-defined]
     if not isinstance(out, MetricResult):
         _fail(cls, f"compute returned {type(out).__name__}, not a MetricResult", "return xcorr_core.MetricResult(name=..., value=...)")
     if out.value != out.value or out.value in (float("inf"), float("-inf")):
@@ -301,4 +311,4 @@ def check_metric(cls: type[Metric], *, data: dict[str, Any] | None = None, confi
     cut = next((k for k in sorted(inputs) if isinstance(inputs[k], torch.Tensor) and inputs[k].ndim >= 1 and inputs[k].shape[0] > 1), None)
     if cut is not None and len([k for k in inputs if isinstance(inputs[k], torch.Tensor)]) > 1:
         short = dict(inputs, **{cut: inputs[cut][:-1]})
-        _typed_error(cls, lambda: m.compute(**short), f"{cut!r} one sample shorter than the other inputs")
+        _typed_error(cls, lambda: m.compute(**short), f"{cut!r} one sample shorter than the other inputs")  # type: ignore[attr-defined]

@@ -69,15 +69,15 @@ def test_metric_components(tmp_path: Path) -> None:
 
     trials = load_trials(bundled_paths()[0])
     ai = load_ai_predictions(bundled_paths()[1])
-    r = xc.create("metric", "human_accuracy", arm="EMD-Corr").compute(trials=trials)
+    r = xc.create("statistic", "human_accuracy", arm="EMD-Corr").compute(trials=trials)
     assert round(100 * r.value, 2) == 67.64 and r.ci[0] < r.value < r.ci[1] and r.n == 58
-    t = xc.create("metric", "team_accuracy", arm="ResNet-50", ai_method="resnet", threshold=0.55, n_boot=200).compute(trials=trials, ai=ai)
+    t = xc.create("statistic", "team_accuracy", arm="ResNet-50", ai_method="resnet", threshold=0.55, n_boot=200).compute(trials=trials, ai=ai)
     assert round(100 * t.value, 2) == 87.45 and t.ci[0] < t.value < t.ci[1]
     with pytest.raises(InputError, match="trials=TrialTable"):
-        xc.create("metric", "human_accuracy", arm="kNN").compute()
+        xc.create("statistic", "human_accuracy", arm="kNN").compute()
     with pytest.raises(xc.ConfigError, match="'arm'"):
-        xc.create("metric", "human_accuracy")
-    p = xc.create("metric", "study_power", users=30, sims=200,
+        xc.create("statistic", "human_accuracy")
+    p = xc.create("statistic", "study_power", users=30, sims=200,
                   arm_a={"name": "a", "accept_if_ai_right": 0.85, "accept_if_ai_wrong": 0.5},
                   arm_b={"name": "b", "accept_if_ai_right": 0.96, "accept_if_ai_wrong": 0.67}).compute()
     assert 0 < p.value < 1 and p.details["users_per_arm"] == 30

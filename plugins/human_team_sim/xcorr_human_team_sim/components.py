@@ -1,4 +1,5 @@
-"""Metric components of the plugin. They take study data as keyword arguments:
+"""The plugin's study-level statistics (`xcorr_core.Statistic`: one value per study, never per
+query; a pipeline spec refuses them). They take study data as keyword arguments:
 ``trials`` (a `TrialTable`) and ``ai`` (a dict of `AIPredictions` by method)."""
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ def _ai(data: dict[str, Any], method: str) -> AIPredictions:
     return ai[method]
 
 
-class HumanAccuracy(xc.Metric):
+class HumanAccuracy(xc.Statistic):
     """Interaction model 1: mean per-user accuracy of an arm's users, with a t interval."""
 
     name = "human_accuracy"
@@ -64,7 +65,7 @@ class _TeamConfig(xc.StrictConfig):
     seed: int = 0
 
 
-class TeamAccuracy(xc.Metric):
+class TeamAccuracy(xc.Statistic):
     """Interaction model 2: team accuracy at a threshold (given, the authors' split search, or
     cross-validated), with a bootstrap interval (AI items and users resampled)."""
 
@@ -96,7 +97,7 @@ class TeamAccuracy(xc.Metric):
                                                                 "ai_method": c.ai_method})
 
 
-class TeamComplementarity(xc.Metric):
+class TeamComplementarity(xc.Statistic):
     """Is the team better than both the AI alone and the humans alone? Value = margin."""
 
     name = "team_complementarity"
@@ -114,7 +115,7 @@ class TeamComplementarity(xc.Metric):
         return xc.MetricResult(name=self.name, value=r.margin, ci=r.ci, ci_level=r.level, n=c.n_boot, details=r.model_dump())
 
 
-class StudyPower(xc.Metric):
+class StudyPower(xc.Statistic):
     """Power of a planned study to detect the difference between two arms (simulation)."""
 
     name = "study_power"

@@ -7,7 +7,7 @@ import xcorr_core
 
 
 @xcorr_core.hookimpl
-def register_metrics(register: Any) -> None:
+def register_statistics(register: Any) -> None:
     from .components import HumanAccuracy, StudyPower, TeamAccuracy, TeamComplementarity
 
     for cls in (HumanAccuracy, TeamAccuracy, TeamComplementarity, StudyPower):

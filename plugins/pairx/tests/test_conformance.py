@@ -6,7 +6,7 @@ import torch
 
 from xcorr_core.data import SynthHerd
 from xcorr_core.models import load_pretrained
-from xcorr_core.testing import check_metric
+from xcorr_core.testing import check_metric, check_statistic
 from xcorr_pairx import explain_pair
 from xcorr_pairx.metrics import InvertedResidualMean, MatchCoverage, RankCorrelation, Separability
 
@@ -20,6 +20,6 @@ def test_pairx_metrics_conform() -> None:
     check_metric(InvertedResidualMean, data={"explanations": exps, "homographies": homographies})
     g = torch.Generator().manual_seed(0)
     scores, sims = torch.rand(60, generator=g, dtype=torch.float64), torch.rand(60, generator=g, dtype=torch.float64)
-    check_metric(RankCorrelation, data={"scores": scores, "similarities": sims})
-    check_metric(Separability, data={"scores": scores, "similarities": sims, "correct": torch.arange(60) % 2 == 0},
+    check_statistic(RankCorrelation, data={"scores": scores, "similarities": sims})
+    check_statistic(Separability, data={"scores": scores, "similarities": sims, "correct": torch.arange(60) % 2 == 0},
                  config={"bins": 3})

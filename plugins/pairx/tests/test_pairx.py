@@ -210,7 +210,7 @@ def test_batched_pairs_equal_one_pair_at_a_time(model, herd) -> None:
 def test_registered_components(model, herd) -> None:
     xc.reload_plugins()
     names = {(c.kind, c.name) for c in xc.components() if c.plugin == "pairx"}
-    assert ("explainer", "pairx") in names and ("metric", "pairx_separability") in names
+    assert ("explainer", "pairx") in names and ("statistic", "pairx_separability") in names
     ex = xc.create("explainer", "pairx", n=5)
     e = ex.explain_pair(model, herd.image(0), herd.image(1))
     assert e.matches.shape == (5, 2) and e.keypoints_a.shape == (5, 2)

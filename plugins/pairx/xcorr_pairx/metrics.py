@@ -129,8 +129,9 @@ class MatchCoverage(xc.Metric):
         return xc.MetricResult(name=self.name, value=float(vals.mean()), per_sample=vals, n=vals.numel())
 
 
-class RankCorrelation(xc.Metric):
-    """Spearman's rho between per-pair metric values and the model's similarity."""
+class RankCorrelation(xc.Statistic):
+    """Spearman's rho between per-pair metric values and the model's similarity, over a set of pairs
+    (a study-level statistic: one value per set, not per query)."""
 
     name = "pairx_spearman"
     summary = "PAIR-X: Spearman rho between a plausibility metric and the model similarity"
@@ -144,8 +145,9 @@ class RankCorrelation(xc.Metric):
         return xc.MetricResult(name=self.name, value=float(res.statistic), n=int(s.size), details={"p_value": float(res.pvalue)})
 
 
-class Separability(xc.Metric):
-    """Binned Bhattacharyya separability Delta of correct vs incorrect pairs (Algorithm 1)."""
+class Separability(xc.Statistic):
+    """Binned Bhattacharyya separability Delta of correct vs incorrect pairs (Algorithm 1), over a set
+    of pairs (a study-level statistic)."""
 
     name = "pairx_separability"
     summary = "PAIR-X: binned Bhattacharyya separability of correct vs incorrect pairs at similar model scores"

@@ -15,10 +15,19 @@ def register_explainers(register: Any) -> None:
 
 @xcorr_core.hookimpl
 def register_metrics(register: Any) -> None:
-    from .metrics import InvertedResidualMean, MatchCoverage, RankCorrelation, Separability
+    from .metrics import InvertedResidualMean, MatchCoverage
 
-    for cls in (InvertedResidualMean, MatchCoverage, RankCorrelation, Separability):
-        register(cls)
+    register(InvertedResidualMean)
+    register(MatchCoverage)
+
+
+@xcorr_core.hookimpl
+def register_statistics(register: Any) -> None:
+    """Analyses over a whole set of pairs (one value per study, not per query)."""
+    from .metrics import RankCorrelation, Separability
+
+    register(RankCorrelation)
+    register(Separability)
 
 
 @xcorr_core.hookimpl

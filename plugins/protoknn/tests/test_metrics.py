@@ -1,4 +1,4 @@
-"""Metric components on hand-made inputs."""
+"""Metric and statistic components on hand-made inputs."""
 import pytest
 import torch
 
@@ -16,7 +16,7 @@ def test_protoknn_accuracy_per_k():
 
 
 def test_prototype_variance():
-    m = xc.create("metric", "prototype_variance")
+    m = xc.create("statistic", "prototype_variance")
     assert m.compute(prototypes=torch.eye(4)).value == pytest.approx(0.5)
     assert m.compute(prototypes=torch.tensor([[1.0, 0.0], [-1.0, 0.0]])).value == pytest.approx(1.0)
 
@@ -26,7 +26,7 @@ def test_part_purity_by_hand():
     kps = torch.tensor([[[5.0, 5.0, 1], [15.0, 15.0, 1]]]).repeat(3, 1, 1)
     profiles = torch.tensor([[0.9, 0.5], [0.8, 0.6], [0.7, 0.7]])
     cells = torch.tensor([[0, 3], [0, 1], [0, 3]])  # prototype 0 always on part 0; prototype 1 on part 1, background, part 1
-    r = xc.create("metric", "prototype_part_purity", top=3).compute(profiles=profiles, peak_cells=cells, keypoints=kps,
+    r = xc.create("statistic", "prototype_part_purity", top=3).compute(profiles=profiles, peak_cells=cells, keypoints=kps,
                                                                       image_size=(20, 20), grid=(2, 2))
     assert r.per_sample.tolist() == pytest.approx([1.0, 2 / 3])
     assert r.value == pytest.approx(5 / 6) and r.details["background_share"] == pytest.approx(1 / 6)

@@ -1,5 +1,5 @@
-"""The plugin's components: the ``protoknn`` explainer and the metrics ``protoknn_accuracy``,
-``prototype_variance`` and ``prototype_part_purity``."""
+"""The plugin's components: the ``protoknn`` explainer, the metric ``protoknn_accuracy`` and the statistics
+``prototype_variance`` and ``prototype_part_purity`` (one value per model: a pipeline spec refuses them)."""
 from __future__ import annotations
 
 from typing import Any, ClassVar
@@ -110,7 +110,7 @@ class ProtoKNNAccuracy(xc.Metric):
                                ci=wilson_interval(hits, labels.shape[0]), ci_level=0.95, details=acc)
 
 
-class PrototypeVariance(xc.Metric):
+class PrototypeVariance(xc.Statistic):
     """1 - |mean of the unit prototypes| (the paper's appendix D): near 1 when spread over the sphere."""
 
     name = "prototype_variance"
@@ -122,7 +122,7 @@ class PrototypeVariance(xc.Metric):
         return xc.MetricResult(name=self.name, value=prototype_variance(p), n=p.shape[0])
 
 
-class PrototypePartPurity(xc.Metric):
+class PrototypePartPurity(xc.Statistic):
     """How consistently each prototype fires on one annotated part: over its ``top`` most activated
     images, the share of peak cells whose part (the visible keypoint nearest the cell centre,
     inside the cell) is the most common one; a cell with no visible keypoint (background, or a

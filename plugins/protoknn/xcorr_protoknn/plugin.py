@@ -16,6 +16,10 @@ def register_explainers(register: Any) -> None:
 @xcorr_core.hookimpl
 def register_metrics(register: Any) -> None:
     register(ProtoKNNAccuracy)
+
+
+@xcorr_core.hookimpl
+def register_statistics(register: Any) -> None:
     register(PrototypeVariance)
     register(PrototypePartPurity)
 
