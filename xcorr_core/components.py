@@ -147,6 +147,9 @@ class Case(TensorModel):
         distractors: `[n, 3, H, W]` gallery images of the distractor class, nearest to the query
             first (counterfactual explainers); distractor_ids: their gallery ids `[n]`;
             distractor_class: their class, the nearest gallery class other than the prediction.
+        pair_image: `[3, H, W]` the gallery image a pairwise explainer (PAIR-X) explains the query
+            against: the best-ranked of the neighbours of the predicted class (else the first
+            neighbour); pair_id: its gallery id. Filled when an explainer requires it.
     """
 
     query_id: int | None = None
@@ -165,6 +168,8 @@ class Case(TensorModel):
     distractors: Tensor | None = None
     distractor_ids: Tensor | None = None
     distractor_class: int | None = None
+    pair_image: Tensor | None = None
+    pair_id: int | None = None
 
 
 class Explainer(Component):

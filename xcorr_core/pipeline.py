@@ -320,6 +320,8 @@ class Pipeline:
         case.model = self.model
         if case.distractors is None and any("distractors" in getattr(ex, "requires", ()) for ex in self._built.explainers):
             self._add_distractors(case)
+        if case.pair_image is None and any("pair_image" in getattr(ex, "requires", ()) for ex in self._built.explainers):
+            self._add_pair(case)
         out = []
         for key, ex in zip(self._built.explainer_keys, self._built.explainers):
             allowed = ex.methods if isinstance(ex, MethodScopedExplainer) else None
@@ -333,6 +335,16 @@ class Pipeline:
                                            "not an Explanation")
             out.append((key, exp))
         return out
+
+    def _add_pair(self, case: Case) -> None:
+        """``case.pair_image`` / ``pair_id``: the best-ranked neighbour of the predicted class (else
+        the first neighbour), read from the gallery `fit` kept."""
+        if self.gallery is None or case.neighbour_ids is None or len(case.neighbour_ids) == 0:
+            return
+        ids, labels = case.neighbour_ids, case.neighbour_labels
+        same = (labels == case.prediction).nonzero() if labels is not None and case.prediction is not None else torch.zeros(0, 1)
+        pick = int(ids[int(same[0, 0])]) if len(same) else int(ids[0])
+        case.pair_id, case.pair_image = pick, self.gallery[pick][0]
 
     def _add_distractors(self, case: Case) -> None:
         """``case.distractors``: up to ``explain.distractors`` gallery images of the nearest gallery

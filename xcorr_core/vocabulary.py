@@ -15,7 +15,8 @@ Three groups of names:
   keypoints, part names): ``boxes`` / ``query_boxes`` (`[m, 4]`), ``keypoints`` /
   ``query_keypoints`` (`[m, P, 3]`), ``part_names``, and for counterfactual explanations the
   gallery's ``distractor_keypoints`` / ``distractor_boxes`` (per explanation `[n, P, 3]` / `[n, 4]`,
-  by the explanation's ``distractor_ids``).
+  by the explanation's ``distractor_ids``); for pairwise explanations (``meta["pair_id"]``, the
+  gallery image a query was explained against) on photos of one SynthHerd, ``homographies``.
 
 A metric whose ``requires`` leaves this vocabulary is refused when the pipeline is built; a data
 set without the annotation a metric reads is an `InputError` naming both. Depends on torch and
@@ -54,6 +55,8 @@ ANNOTATION_INPUTS = {
     "part_names": "list of P names of the data set's parts",
     "distractor_keypoints": "per explanation [n, P, 3]: the gallery keypoints of its distractor_ids",
     "distractor_boxes": "per explanation [n, 4]: the gallery boxes of its distractor_ids",
+    "homographies": "per explanation float64 [3, 3]: query pixels to its pair's (meta['pair_id']) pixels, from the data set's "
+                    "true_homography (queries and gallery: photos of one SynthHerd); NaN where the two show different individuals",
 }
 VOCABULARY: dict[str, str] = {**DECISION_INPUTS, **EXPLAINED_INPUTS, **ANNOTATION_INPUTS}
 _NEEDS_EXPLAINER = {"maps"}
@@ -130,6 +133,8 @@ def metric_inputs(metric: str, requires: frozenset[str], decisions: dict[str, An
                 out[key] = list(_annotation(data, "part_names", data_name, metric))
             elif key in _ANNOTATION_OF:
                 out[key] = _annotation(data, _ANNOTATION_OF[key], data_name, metric)[qids]
+            elif key == "homographies":
+                out[key] = _homographies(explanations, data, gallery, metric)
             else:  # distractor_keypoints / distractor_boxes, from the gallery by each explanation's distractor_ids
                 attr = key.removeprefix("distractor_")
                 if gallery is None:
@@ -143,3 +148,30 @@ def metric_inputs(metric: str, requires: frozenset[str], decisions: dict[str, An
                     rows.append(table[torch.as_tensor(ids, dtype=torch.int64)])
                 out[key] = rows
     return out
+
+
+def _base(dataset: Any, i: int) -> tuple[Any, int]:
+    """The data set under any ``Subset`` wrappers, and item ``i``'s index in it."""
+    while isinstance(dataset, torch.utils.data.Subset):
+        dataset, i = dataset.dataset, int(dataset.indices[i])
+    return dataset, i
+
+
+def _homographies(explanations: list[Explanation], data: Any, gallery: Any, metric: str) -> list[torch.Tensor]:
+    """Per pairwise explanation, the true homography from its query to its pair (NaN across individuals)."""
+    if gallery is None:
+        raise InputError(f"metric {metric} reads homographies: the pipeline keeps no gallery data set (fit() keeps it; attach() does not)")
+    out = []
+    for e in explanations:
+        pair = e.meta.get("pair_id")
+        if pair is None or e.query_id is None:
+            raise InputError(f"metric {metric} reads homographies, but {type(e).__name__} ({e.method}) names no pair (meta['pair_id'])")
+        qbase, qi = _base(data, int(e.query_id))
+        gbase, gi = _base(gallery, int(pair))
+        if qbase is not gbase or not hasattr(qbase, "true_homography"):
+            raise InputError(f"metric {metric} reads homographies: the queries and the gallery must be photos of one data set with "
+                             "true_homography (SynthHerd; e.g. torch.utils.data.Subset views of it)")
+        same = int(qbase.labels[qi]) == int(qbase.labels[gi])
+        out.append(qbase.true_homography(qi, gi) if same else torch.full((3, 3), float("nan"), dtype=torch.float64))
+    return out
+

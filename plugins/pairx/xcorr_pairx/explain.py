@@ -299,8 +299,9 @@ def explain_pair_sequential(model: nn.Module, image_a: torch.Tensor, image_b: to
 class PairXExplainer(xc.Explainer):
     """PAIR-X for pairs of images under a metric model: ``explain_pair(model, image_a, image_b)``.
 
-    In a pipeline it explains nothing by itself (a `Case` carries no model); call
-    `explain_pair` with your model, or use `explain_pair` directly.
+    In a pipeline it explains each selected query against the gallery image it was matched to
+    (``Case.pair_image``: the best-ranked neighbour of the predicted class) under the pipeline's
+    model; outside one, call `explain_pair` with your model and two images.
     """
 
     name = "pairx"
@@ -320,4 +321,12 @@ class PairXExplainer(xc.Explainer):
                             engine=c.engine)
 
     def explain(self, case: xc.Case) -> PairXExplanation:
-        raise xc.InputError("pairx explains a pair of images under a model: call explain_pair(model, image_a, image_b)")
+        """In a pipeline: the query (image a) against ``case.pair_image`` (image b), the best-ranked
+        gallery neighbour of the predicted class, under ``case.model``."""
+        if case.model is None or case.image is None or case.pair_image is None:
+            raise xc.InputError("pairx explains a pair of images under a model: a case with model, image and pair_image "
+                                "(a pipeline fills them), or call explain_pair(model, image_a, image_b)")
+        exp = self.explain_pair(case.model, case.image, case.pair_image)
+        exp.query_id, exp.prediction, exp.confidence = case.query_id, case.prediction, case.confidence
+        exp.meta = {**exp.meta, "pair_id": case.pair_id, "decided_by": case.method}
+        return exp

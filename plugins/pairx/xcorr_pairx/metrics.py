@@ -103,7 +103,8 @@ def _exps(data: dict[str, Any]) -> list[PairXExplanation]:
 
 
 class InvertedResidualMean(xc.Metric):
-    """Mean over pairs of S1 (matches vs a homography per pair)."""
+    """Mean over pairs of S1 (matches vs a homography per pair); a pair whose homography is not
+    finite (different individuals, in a pipeline) is left out (``details["scored"]`` counts the rest)."""
 
     name = "pairx_inverted_residual"
     summary = "PAIR-X: inverted residual mean of the matches against a homography per pair"
@@ -113,8 +114,12 @@ class InvertedResidualMean(xc.Metric):
         exps, hs = _exps(data), data.get("homographies")
         if hs is None or len(hs) != len(exps):
             raise xc.InputError("pass one homography [3, 3] per explanation")
-        vals = torch.tensor([inverted_residual_mean(e, h) for e, h in zip(exps, hs)], dtype=torch.float64)
-        return xc.MetricResult(name=self.name, value=float(vals[torch.isfinite(vals)].mean()), per_sample=vals, n=len(exps))
+        vals = torch.tensor([inverted_residual_mean(e, h) if torch.isfinite(torch.as_tensor(h)).all() else float("nan")
+                             for e, h in zip(exps, hs)], dtype=torch.float64)
+        ok = torch.isfinite(vals)
+        if not ok.any():
+            raise xc.InputError("no pair has a finite homography (a pipeline gives NaN where the two photos show different individuals)")
+        return xc.MetricResult(name=self.name, value=float(vals[ok].mean()), per_sample=vals, n=len(exps), details={"scored": int(ok.sum())})
 
 
 class MatchCoverage(xc.Metric):
