@@ -5,7 +5,8 @@ index, optional re-rankers, a decision rule, explainers and metrics; its results
 `Pipeline(spec)` validates everything up front (component names, configs, layer names, what each
 explainer/metric needs) and raises `ConfigError` saying where in the spec the problem is. The spec
 classes and results are re-exported here for compatibility. Building the components is
-`assembly`, a re-ranker's decisions `decisions`, what metrics read `vocabulary`. Depends on the core only.
+`assembly`, a re-ranker's decisions `decisions`, what metrics read `vocabulary`, what explainers
+get beyond the decision (distractors, a pair) `case_inputs`. Depends on the core only.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from torch import nn
 
 from . import registry
 from .assembly import Built, build_components
+from .case_inputs import add_distractors, add_pair
 from .components import Case, CellReRanker, MethodScopedExplainer
 from .decisions import Decisions, check_ranking, owner, rerank_decisions  # noqa: F401  (check_ranking re-exported)
 from .errors import ComponentOutputError, ConfigError, InputError, LayerNotFoundError
@@ -310,18 +312,23 @@ class Pipeline:
                             neighbour_labels=d.labels, metrics=metrics, explanations=explanations, seconds=d.seconds)
 
 
+    def _pooled_one(self, image: torch.Tensor) -> torch.Tensor:
+        """The index vector `[1, D]` of one image `[3, H, W]`."""
+        x = self._check_images(image[None].float().to(self._device()))
+        return self.extractor(x).pooled[self.spec.features.pooled_layer].cpu()
+
     def _explain_case(self, case: Case) -> list[Explanation]:
         """Every explainer of the spec that applies to ``case`` (its method and the fields it needs)."""
         return [e for _, e in self._explain_case_keyed(case)]
 
     def _explain_case_keyed(self, case: Case) -> list[tuple[str, Explanation]]:
         """`_explain_case` with each explanation's explainer key. The case gets the pipeline's model,
-        and distractors when an explainer needs them."""
+        and distractors or a pair when an explainer needs them (`case_inputs`)."""
         case.model = self.model
         if case.distractors is None and any("distractors" in getattr(ex, "requires", ()) for ex in self._built.explainers):
-            self._add_distractors(case)
+            add_distractors(case, gallery=self.gallery, index=self.index, pooled=self._pooled_one, n=self.spec.explain.distractors)
         if case.pair_image is None and any("pair_image" in getattr(ex, "requires", ()) for ex in self._built.explainers):
-            self._add_pair(case)
+            add_pair(case, gallery=self.gallery)
         out = []
         for key, ex in zip(self._built.explainer_keys, self._built.explainers):
             allowed = ex.methods if isinstance(ex, MethodScopedExplainer) else None
@@ -335,39 +342,6 @@ class Pipeline:
                                            "not an Explanation")
             out.append((key, exp))
         return out
-
-    def _add_pair(self, case: Case) -> None:
-        """``case.pair_image`` / ``pair_id``: the best-ranked neighbour of the predicted class (else
-        the first neighbour), read from the gallery `fit` kept."""
-        if self.gallery is None or case.neighbour_ids is None or len(case.neighbour_ids) == 0:
-            return
-        ids, labels = case.neighbour_ids, case.neighbour_labels
-        same = (labels == case.prediction).nonzero() if labels is not None and case.prediction is not None else torch.zeros(0, 1)
-        pick = int(ids[int(same[0, 0])]) if len(same) else int(ids[0])
-        case.pair_id, case.pair_image = pick, self.gallery[pick][0]
-
-    def _add_distractors(self, case: Case) -> None:
-        """``case.distractors``: up to ``explain.distractors`` gallery images of the nearest gallery
-        class other than the prediction, nearest to the query first (needs the gallery `fit` kept)."""
-        if self.gallery is None or self.index is None or case.image is None or case.prediction is None:
-            return
-        f, n, total = self.spec.features, self.spec.explain.distractors, len(self.index)
-        with torch.no_grad():
-            q = self.extractor(self._check_images(case.image[None].float().to(self._device()))).pooled[f.pooled_layer].cpu()
-        k = min(total, max(64, 4 * n))
-        while True:
-            res = self.index.search(q, k)
-            labels, ids = res.labels[0], res.ids[0]
-            other = labels[labels != case.prediction]
-            cls = int(other[0]) if len(other) else None
-            if k >= total or (cls is not None and int((labels == cls).sum()) >= n):
-                break
-            k = min(total, 4 * k)
-        if cls is None:
-            return
-        pick = ids[labels == cls][:n]
-        case.distractor_class, case.distractor_ids = cls, pick
-        case.distractors = torch.stack([self.gallery[int(i)][0] for i in pick])
 
     def _metrics(self, d: "Decisions", targets: torch.Tensor, explanations: list[Explanation], *, data: Any = None,
                  keyed: list[tuple[str, Explanation]] | None = None) -> dict[str, MetricResult]:

@@ -6,7 +6,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from xcorr_core.errors import XcorrError
-from xcorr_human_team_sim.data import load_ai_predictions, load_trials
+from xcorr_human_team_sim.loading import load_ai_predictions, load_trials
 
 HEADER = "UID,Query,Method,ClassifierCorrectness,ConfidenceScore,Correctness"
 cells = st.sampled_from(["", "0", "1", "2", "0.5", "nan", "inf", "-1", "x", "True", "é", '"', "1,2", "\x00"])

@@ -37,7 +37,8 @@ def add_command(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from xcorr_core.viz import save_figure
 
-    from .data import ColumnMap, bundled_paths, load_ai_predictions, load_trials
+    from .data import ColumnMap
+    from .loading import bundled_paths, load_ai_predictions, load_trials
     from .report import analyse, format_report, plot_team_curves
 
     trials_path, ai_path = bundled_paths()

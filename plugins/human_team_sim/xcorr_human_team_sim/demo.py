@@ -8,7 +8,7 @@ from typing import Any
 from xcorr_core.demo import DemoSection
 from xcorr_core.viz import save_figure
 
-from .data import bundled_paths, load_ai_predictions, load_trials
+from .loading import bundled_paths, load_ai_predictions, load_trials
 from .report import analyse, format_report, plot_team_curves
 from .simulate import assumptions_from_study, users_needed
 

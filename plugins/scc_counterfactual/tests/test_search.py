@@ -193,7 +193,7 @@ def test_first_linear_path_equals_generic_path(seed, lam, prefilter, chunk):
 
 @pytest.mark.parametrize("scale", [1.0, 30.0, 3000.0])  # 3000: logits far apart, the factorised sum underflows
 def test_closed_form_factorised_scores_equal_direct_scores(scale: float) -> None:
-    from xcorr_scc_counterfactual.search import _ClosedForm
+    from xcorr_scc_counterfactual.scorers import _ClosedForm
 
     g = torch.Generator().manual_seed(3)
     hw, n, d, c = 9, 4 * 9, 6, 5
