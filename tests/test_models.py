@@ -94,3 +94,16 @@ def test_every_shipped_weight_file_is_package_data() -> None:
     files = [p.relative_to(root / "xcorr_core").as_posix() for p in (root / "xcorr_core" / "weights").iterdir() if p.is_file()]
     assert "weights/model_card.json" in files and "weights/birds_vit.pt" in files
     assert [f for f in files if not any(fnmatch.fnmatch(f, pat) for pat in patterns)] == []
+
+
+def test_shipped_weights_find_files_cards_and_name_the_script() -> None:
+    from xcorr_core.errors import IndexFileError
+    from xcorr_core.models import ShippedWeights, model_card
+    from xcorr_core.models.zoo import WEIGHTS
+
+    assert WEIGHTS.require("birds_smallresnet.pt").stat().st_size > 0
+    assert WEIGHTS.card() == model_card() and "birds" in WEIGHTS.card()
+    other = ShippedWeights("xcorr_core", "scripts/make_it.py", folder="no_such_folder")
+    assert other.card() == {} and other.path("w.pt").name == "w.pt"
+    with pytest.raises(IndexFileError, match=r"no_such_folder/w\.pt are missing; run scripts/make_it\.py to make them"):
+        other.require("w.pt")

@@ -7,7 +7,6 @@ code runs from a file.
 from __future__ import annotations
 
 import json
-from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,6 +17,7 @@ from ..errors import IndexFileError, InputError
 from ..fileio import atomic_write
 from ..validation import check_images, check_tensor
 from .preprocess import Preprocess
+from .shipped import ShippedWeights
 from .small_resnet import SmallResNet
 
 __all__ = ["check_state_dict", "check_model_images", "takes_unit_images", "load_pretrained", "save_checkpoint", "save_vit_checkpoint", "load_checkpoint", "torchvision_backbone", "imagenet_normalize", "model_card", "SHIPPED",
@@ -80,14 +80,12 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return model.eval()
 
 
-def _weights_dir() -> Path:
-    return Path(str(resources.files("xcorr_core") / "weights"))
+WEIGHTS = ShippedWeights("xcorr_core", "scripts/train_models.py")
 
 
 def model_card() -> dict[str, Any]:
     """Training figures of the shipped models (from ``weights/model_card.json``)."""
-    p = _weights_dir() / "model_card.json"
-    return json.loads(p.read_text()) if p.is_file() else {}
+    return WEIGHTS.card()
 
 
 def load_pretrained(name: Literal["birds", "herd", "birds_vit"]) -> Any:
@@ -95,10 +93,7 @@ def load_pretrained(name: Literal["birds", "herd", "birds_vit"]) -> Any:
     (re-ID embedding) or ``"birds_vit"`` (a small ViT classifier, `models.small_vit`)."""
     if name not in SHIPPED:
         raise InputError(f"no shipped model {name!r}; shipped: {', '.join(SHIPPED)}")
-    path = _weights_dir() / _FILES[name]
-    if not path.is_file():
-        raise IndexFileError(f"shipped weights {path} are missing; run scripts/train_models.py to make them")
-    model = load_checkpoint(path)
+    model = load_checkpoint(WEIGHTS.require(_FILES[name]))
     if name == "birds_vit":
         model.xcorr_preprocess = Preprocess(size=None, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))  # [0, 1] images as they are
     return model

@@ -10,7 +10,6 @@ Depends on torch, the core's model loading and `chmnet`.
 from __future__ import annotations
 
 import json
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -19,26 +18,28 @@ import torch
 from xcorr_core.errors import IndexFileError
 from xcorr_core.fileio import atomic_write
 from xcorr_core.models import load_pretrained as load_core_model
-from xcorr_core.models import check_state_dict, read_state_dict
+from xcorr_core.models import ShippedWeights, check_state_dict, read_state_dict
 
 from .chmnet import CHMNet
 
 __all__ = ["load_pretrained", "save_head", "load_head", "model_card", "shipped_path", "vit_head_path", "SHIPPED_LAYER",
-           "SHIPPED_FEAT_DIM"]
+           "SHIPPED_FEAT_DIM", "WEIGHTS"]
 
 SHIPPED_LAYER = "layer4"
 SHIPPED_FEAT_DIM = 256
 _FORMAT = "xcorr.chm_head/1"
 
 
+WEIGHTS = ShippedWeights("xcorr_chm_corr", "plugins/chm_corr/scripts/train_chm.py")
+
+
 def shipped_path() -> Path:
-    return Path(str(resources.files("xcorr_chm_corr") / "weights" / "chm_smallresnet.pt"))
+    return WEIGHTS.path("chm_smallresnet.pt")
 
 
 def model_card() -> dict[str, Any]:
     """Training figures of the shipped CHM (``weights/chm_card.json``)."""
-    p = shipped_path().with_name("chm_card.json")
-    return json.loads(p.read_text()) if p.is_file() else {}
+    return WEIGHTS.card("chm_card.json")
 
 
 def save_head(model: CHMNet, path: str | Path, *, meta: dict[str, Any] | None = None, backbone: str = "birds") -> Path:
@@ -83,8 +84,10 @@ def load_pretrained(path: str | Path | None = None) -> CHMNet:
 
     named = {"birds": shipped_path(), "birds_vit": vit_head_path()}  # the heads shipped for the core's shipped backbones
     path = named[str(path)] if str(path) in named else Path(path) if path is not None else shipped_path()
-    if not path.is_file():
-        raise IndexFileError(f"CHM weights {path} are missing; run plugins/chm_corr/scripts/train_chm.py to make them")
+    if path.parent == WEIGHTS.root:
+        WEIGHTS.require(path.name)
+    elif not path.is_file():
+        raise IndexFileError(f"no CHM head file at {path}")
     payload = read_state_dict(path, wrappers=())
     if payload.get("format") != _FORMAT:
         raise IndexFileError(f"{path} is not an xcorr CHM head file")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -18,23 +17,26 @@ import torch
 
 from xcorr_core.errors import IndexFileError
 from xcorr_core.fileio import atomic_write
-from xcorr_core.models import SmallResNet, read_state_dict
+from xcorr_core.models import ShippedWeights, SmallResNet, read_state_dict
 
 from .model import ProtoKNNNet
 from .projection import ProjectionResult
 
-__all__ = ["save_model", "load_model", "load_pretrained", "shipped_path", "model_card"]
+__all__ = ["save_model", "load_model", "load_pretrained", "shipped_path", "model_card", "WEIGHTS"]
 
 _FORMAT = "xcorr.protoknn/1"
 
 
+WEIGHTS = ShippedWeights("xcorr_protoknn", "plugins/protoknn/scripts/train_protoknn.py")
+
+
 def shipped_path() -> Path:
-    return Path(str(resources.files("xcorr_protoknn") / "weights" / "protoknn_smallresnet.pt"))
+    return WEIGHTS.path("protoknn_smallresnet.pt")
 
 
 def model_card() -> dict[str, Any]:
-    p = shipped_path().with_name("protoknn_card.json")
-    return json.loads(p.read_text()) if p.is_file() else {}
+    """Training figures of the shipped ProtoKNN (``weights/protoknn_card.json``)."""
+    return WEIGHTS.card("protoknn_card.json")
 
 
 def save_model(model: ProtoKNNNet, path: str | Path, *, projection: ProjectionResult | None = None, meta: dict[str, Any] | None = None) -> Path:
@@ -74,7 +76,4 @@ def load_model(path: str | Path) -> tuple[ProtoKNNNet, ProjectionResult | None]:
 def load_pretrained() -> ProtoKNNNet:
     """The shipped SynthBirds ProtoKNN (images `[B, 3, 112, 112]` in [0, 1], as the shipped classifier).
     Its ``profiles(images)`` gives `[B, 128]`."""
-    path = shipped_path()
-    if not path.is_file():
-        raise IndexFileError(f"ProtoKNN weights {path} are missing; run plugins/protoknn/scripts/train_protoknn.py to make them")
-    return load_model(path)[0]
+    return load_model(WEIGHTS.require("protoknn_smallresnet.pt"))[0]

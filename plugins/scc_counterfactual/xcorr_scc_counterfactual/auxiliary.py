@@ -12,8 +12,6 @@ does with its ResNet-50 cut to 7x7. Shipped with the plugin, trained on SynthBir
 """
 from __future__ import annotations
 
-import json
-from importlib import resources
 from pathlib import Path
 from typing import Callable, Literal
 
@@ -23,7 +21,7 @@ from torch import nn
 
 from xcorr_core import FeatureExtractor
 from xcorr_core.errors import IndexFileError, InputError
-from xcorr_core.models import SmallResNet, load_checkpoint
+from xcorr_core.models import ShippedWeights, SmallResNet, load_checkpoint
 
 from .training import cell_logits
 
@@ -98,21 +96,16 @@ class PartsDetector:
         return AuxiliaryModel(self.cell_probs, "parts detector")
 
 
-def _weights_dir() -> Path:
-    return Path(str(resources.files("xcorr_scc_counterfactual") / "weights"))
+WEIGHTS = ShippedWeights("xcorr_scc_counterfactual", "plugins/scc_counterfactual/scripts/train_aux_models.py")
 
 
 def aux_card() -> dict:
     """Training figures of the shipped auxiliary models."""
-    p = _weights_dir() / "aux_card.json"
-    return json.loads(p.read_text()) if p.is_file() else {}
+    return WEIGHTS.card("aux_card.json")
 
 
 def _shipped(name: str) -> SmallResNet:
-    path = _weights_dir() / f"{name}_smallresnet.pt"
-    if not path.is_file():
-        raise IndexFileError(f"shipped weights {path} are missing; run plugins/scc_counterfactual/scripts/train_aux_models.py")
-    return load_checkpoint(path)
+    return load_checkpoint(WEIGHTS.require(f"{name}_smallresnet.pt"))
 
 
 def load_parts_detector() -> PartsDetector:
