@@ -21,7 +21,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from . import __version__, registry
-from .demo_report import DemoSection, demo_spec_path, html_table
+from .demo_report import DemoSection, demo_spec_path, html_table, right_and_wrong
 from .data import PART_NAMES, SynthBirds, SynthHerd, apply_homography
 from .fileio import atomic_write, make_dir
 from .index import GalleryIndex
@@ -33,7 +33,7 @@ from .demo_browse import browse_section
 from .demo_vit import vit_section
 from .viz import plot_accuracy, plot_bird_samples, plot_herd_pair, save_figure
 
-__all__ = ["run_demo", "DemoContext", "DemoSection", "demo_spec_path", "html_table"]
+__all__ = ["run_demo", "DemoContext", "DemoSection", "demo_spec_path", "html_table", "right_and_wrong"]
 
 
 class DemoContext(BaseModel):
@@ -65,6 +65,20 @@ class DemoContext(BaseModel):
                                              for i in range(0, len(data), batch)])
         return self._maps[key]
 
+    def save_figure(self, fig: Any, name: str) -> str:
+        """Write ``fig`` as ``figures/NAME.png`` in the report folder and close it; returns the path
+        relative to the report (what `DemoSection.figures` lists)."""
+        rel = f"figures/{name}.png"
+        save_figure(fig, self.out / rel)
+        return rel
+
+    def birds_plot_args(self, data: Any, i: int, gallery: Any = None) -> dict[str, Any]:
+        """The arguments of a neighbour explanation's ``plot`` for query ``i`` of a SynthBirds set
+        explained against ``gallery`` (default: the demo's, SynthBirds train): gallery images, the
+        query image, class names and the true class."""
+        g = gallery if gallery is not None else self.birds_train
+        return {"images": g.image, "query": data.image(i), "class_names": g.class_names, "target": int(data.labels[i])}
+
 
 def _log(msg: str) -> None:
     print(f"[xcorr demo] {msg}", flush=True)
@@ -84,7 +98,6 @@ def _classification_section(ctx: DemoContext) -> DemoSection:
     figs = ["figures/accuracy.png"]
     save_figure(plot_accuracy(results), ctx.out / figs[0])
     clean = results[0]
-    train = ctx.birds_train
     with_section = {p for p, _, _ in registry.demo_sections()}
     owner = {c.name: c.plugin for c in registry.components("reranker")}
     for method, mr in clean.methods.items():
@@ -95,11 +108,8 @@ def _classification_section(ctx: DemoContext) -> DemoSection:
                 continue
             i = int(exp.query_id)
             ok = exp.prediction == int(mr.targets[i])
-            rel = f"figures/explain_{method}_{exp.method}_{'correct' if ok else 'wrong'}_{i}.png"
-            fig = exp.plot(images=train.image, query=ctx.birds_test["test"].image(i), class_names=train.class_names,
-                           target=int(mr.targets[i]))
-            save_figure(fig, ctx.out / rel)
-            figs.append(rel)
+            figs.append(ctx.save_figure(exp.plot(**ctx.birds_plot_args(ctx.birds_test["test"], i)),
+                                        f"explain_{method}_{exp.method}_{'correct' if ok else 'wrong'}_{i}"))
     rows = [[r.dataset, m, f"{res.metrics['top1_accuracy'].value:.1%}",
              "[{:.1%}, {:.1%}]".format(*res.metrics["top1_accuracy"].ci), f"{res.metrics['mean_confidence'].value:.2f}",
              f"{res.seconds * 1000 / r.n:.2f}"] for r in results for m, res in r.methods.items()]

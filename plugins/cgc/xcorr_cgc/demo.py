@@ -12,7 +12,6 @@ from typing import Any
 import torch
 
 from xcorr_core.demo import DemoSection, html_table
-from xcorr_core.viz import save_figure
 
 from .attribution import consistency, content_heatmap, insertion_deletion
 from .components import GradCAMExplainer
@@ -74,9 +73,8 @@ def cgc_section(ctx: Any) -> DemoSection:
     fig = plot_heatmaps(x[show], {k: v[0] for k, v in maps_shown.items()}, targets=test.labels[show], class_names=list(test.class_names),
                         boxes=test.boxes[show], notes={k: [f"CH {float(c):.0f} %" if not math.isnan(float(c)) else "CH -" for c in v[1]]
                                                       for k, v in maps_shown.items()})
-    figs = ["figures/cgc_heatmaps.png", "figures/cgc_insertion.png"]
-    save_figure(fig, ctx.out / figs[0])
-    save_figure(plot_curves(curves, "insertion, Grad-CAM order (48 clean test images)"), ctx.out / figs[1])
+    figs = [ctx.save_figure(fig, "cgc_heatmaps"),
+            ctx.save_figure(plot_curves(curves, "insertion, Grad-CAM order (48 clean test images)"), "cgc_insertion")]
     report["seconds"] = time.perf_counter() - t0
     cfg = study.get("config", {})
     body = ("<p>Contrastive Grad-CAM Consistency (Pillai et al.): the shipped SynthBirds classifier fine-tuned with the same "

@@ -20,9 +20,8 @@ import xcorr_core as xc
 from xcorr_core.stats import mcnemar_exact, wilson_interval
 from xcorr_core.data import PART_NAMES
 from xcorr_core.data.synth_birds import CLASS_GENUS
-from xcorr_core.demo import DemoSection, html_table
+from xcorr_core.demo import DemoSection, html_table, right_and_wrong
 from xcorr_core.knn import explain_reranked, majority_vote
-from xcorr_core.viz import save_figure
 
 from .pretrained import load_pretrained
 from .rerank import chm_cells
@@ -169,14 +168,10 @@ def chm_corr_section(ctx: Any) -> DemoSection:
              + f" ({entry['chm_ms_per_query']:.0f} ms/query)")
         if r.dataset == "test":
             d = dec["chm_corr"]
-            ok = d["predictions"] == targets
-            for kind, pick in (("correct", ok.nonzero().flatten()[:1]), ("wrong", (~ok).nonzero().flatten()[:1])):
-                for i in pick.tolist():
+            for kind, pick in right_and_wrong(d["predictions"], targets):
+                for i in pick:
                     exp = explain_reranked(_case(d, i, "chm_corr", grid), method="chm_corr", meta={"boxes": True})
-                    rel = f"figures/chm_corr_{kind}_{i}.png"
-                    save_figure(exp.plot(images=ctx.birds_train.image, query=full.image(i), class_names=ctx.birds_train.class_names,
-                                         target=int(targets[i])), ctx.out / rel)
-                    figs.append(rel)
+                    figs.append(ctx.save_figure(exp.plot(**ctx.birds_plot_args(full, i)), f"chm_corr_{kind}_{i}"))
     test = report["by_dataset"].get("test", {})
     ood = [k for k in report["by_dataset"] if k != "test"]
     checks = {

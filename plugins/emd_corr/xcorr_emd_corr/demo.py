@@ -7,8 +7,7 @@ import html
 from typing import Any
 
 from xcorr_core.stats import mcnemar_exact
-from xcorr_core.demo import DemoSection
-from xcorr_core.viz import save_figure
+from xcorr_core.demo import DemoSection, right_and_wrong
 
 from .components import EMDCorrExplainer, ExplanationDiversity
 
@@ -43,15 +42,10 @@ def emd_corr_section(ctx: Any) -> DemoSection:
     # explanation figures on the clean test set
     test = ctx.birds_test["test"]
     emd = ctx.results[0].methods["emd_corr"]
-    right = (emd.predictions == emd.targets).nonzero().flatten().tolist()[:1]
-    wrong = (emd.predictions != emd.targets).nonzero().flatten().tolist()[:1]
     figs = []
-    for kind, idx in (("correct", right), ("wrong", wrong)):
+    for kind, idx in right_and_wrong(emd.predictions, emd.targets):
         for exp in pipe.explain(test, idx, EMDCorrExplainer(), method="emd_corr"):
-            rel = f"figures/emd_corr_{kind}_{exp.query_id}.png"
-            save_figure(exp.plot(images=ctx.birds_train.image, query=test.image(exp.query_id),
-                                 class_names=ctx.birds_train.class_names, target=int(test.labels[exp.query_id])), ctx.out / rel)
-            figs.append(rel)
+            figs.append(ctx.save_figure(exp.plot(**ctx.birds_plot_args(test, exp.query_id)), f"emd_corr_{kind}_{exp.query_id}"))
     table = ("<table><thead><tr><th>data set</th><th>kNN</th><th>EMD-Corr</th><th>difference</th>"
              "<th>only kNN right / only EMD right</th><th>exact McNemar p</th><th>diversity kNN / EMD</th>"
              "<th>EMD ms/query</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>")

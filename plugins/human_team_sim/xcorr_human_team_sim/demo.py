@@ -6,7 +6,6 @@ import html
 from typing import Any
 
 from xcorr_core.demo import DemoSection
-from xcorr_core.viz import save_figure
 
 from .loading import bundled_paths, load_ai_predictions, load_trials
 from .report import analyse, format_report, plot_team_curves
@@ -17,8 +16,7 @@ def team_section(ctx: Any) -> DemoSection:
     trials, ai = bundled_paths()
     table = load_trials(trials)
     report = analyse(table, load_ai_predictions(ai), n_boot=1000, reference="cub")
-    rel = "figures/team_curves.png"
-    save_figure(plot_team_curves(report), ctx.out / rel)
+    rel = ctx.save_figure(plot_team_curves(report), "team_curves")
     kept = table.filter_users(0.5)
     a, b = assumptions_from_study(kept, "EMD-Corr"), assumptions_from_study(kept, "kNN")
     need, curve = users_needed(a, b, sims=500)

@@ -8,7 +8,6 @@ import json
 from typing import Any
 
 from xcorr_core.demo import DemoSection
-from xcorr_core.viz import save_figure
 
 from .explain import explain_pair
 from .study import aggregate, evaluate_pairs, select_pairs
@@ -30,9 +29,7 @@ def pairx_section(ctx: Any) -> DemoSection:
         q, g, r, sim, _ = pick
         exp = explain_pair(model, herd.image(q), herd.image(g), layer="layer3", n=20)
         exp.meta["title"] = f"{tag} pair: query photo {q} vs gallery photo {g} (rank {r + 1})"
-        rel = f"figures/pairx_{tag}.png"
-        save_figure(exp.plot(image_a=herd.image(q), image_b=herd.image(g)), ctx.out / rel)
-        figs.append(rel)
+        figs.append(ctx.save_figure(exp.plot(image_a=herd.image(q), image_b=herd.image(g)), f"pairx_{tag}"))
     summary = {k: v for k, v in agg.items() if k not in ("residual_score", "coverage")}
     for key in ("residual_score", "coverage"):
         summary[key] = {k: v for k, v in agg[key].items() if k != "bins"}

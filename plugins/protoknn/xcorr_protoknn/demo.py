@@ -15,10 +15,9 @@ import torch.nn.functional as F
 
 from xcorr_core.stats import wilson_interval
 from xcorr_core.data import PART_NAMES, SynthBirds
-from xcorr_core.demo import DemoSection, html_table
+from xcorr_core.demo import DemoSection, html_table, right_and_wrong
 from xcorr_core.index import GalleryIndex
 from xcorr_core.knn import majority_vote
-from xcorr_core.viz import save_figure
 
 from .components import PrototypePartPurity, ProtoKNNSetup
 from .projection import encode
@@ -90,13 +89,10 @@ def protoknn_section(ctx: Any) -> DemoSection:
     test = ctx.birds_test["test"]
     pred = clf.predict(profiles["test"], 1).predictions
     figs = []
-    for kind, idx in (("correct", (pred == test.labels).nonzero().flatten()[:1]), ("wrong", (pred != test.labels).nonzero().flatten()[:1])):
-        for i in idx.tolist():
+    for kind, idx in right_and_wrong(pred, test.labels):
+        for i in idx:
             exp = setup.explain(test.image(i), query_id=i)
-            rel = f"figures/protoknn_{kind}_{i}.png"
-            save_figure(exp.plot(images=train.image, query=test.image(i), class_names=train.class_names, target=int(test.labels[i])),
-                        ctx.out / rel)
-            figs.append(rel)
+            figs.append(ctx.save_figure(exp.plot(**ctx.birds_plot_args(test, i, train)), f"protoknn_{kind}_{i}"))
     study = summarise(load_study())
     report["study"] = study
     study_html = ""

@@ -8,7 +8,6 @@ from typing import Any
 
 from xcorr_core.data.synth_birds import ATTRIBUTE_NAMES, ATTRIBUTES, CLASS_ATTRIBUTES
 from xcorr_core.demo import DemoSection, html_table
-from xcorr_core.viz import save_figure
 
 from .attributes import PartAttributeSpace
 from .auxiliary import aux_card, load_auxiliary, load_parts_detector
@@ -44,8 +43,7 @@ def scc_section(ctx: Any) -> DemoSection:
         data, {"Goyal et al. (row 1)": kept[_BASE], "ours (row 5, SSL aux)": kept[_OURS], "ours (row 5, parts-detector aux)": with_parts},
         load_parts_detector(), space, CLASS_ATTRIBUTES, ATTRIBUTE_NAMES)
     sweep = lambda_sweep(data, auxes["self-supervised (SSL)"], plan)
-    figs, examples = ["figures/scc_lambda.png"], []
-    save_figure(plot_lambda_sweep(sweep), ctx.out / figs[0])
+    figs, examples = [ctx.save_figure(plot_lambda_sweep(sweep), "scc_lambda")], []
     ours_by_q = {cf.query_id: cf for cf in kept[_OURS]}
     # examples: the first two queries (in data-set order) where ours needs 3 to 6 edits (fewer when none)
     picks = [cf.query_id for cf in kept[_OURS] if cf.success and 3 <= cf.num_edits <= 6][:2] or [cf.query_id for cf in kept[_OURS]][:2]
@@ -56,9 +54,7 @@ def scc_section(ctx: Any) -> DemoSection:
             fig = cf.plot(test.image(q), dist, class_names=test.class_names,
                           title=f"{label}: query {q}, {cf.num_edits} edit{'s' if cf.num_edits != 1 else ''}"
                           + ("" if cf.success else " (failed)"))
-            rel = f"figures/scc_{tag}_q{q}.png"
-            save_figure(fig, ctx.out / rel)
-            figs.append(rel)
+            figs.append(ctx.save_figure(fig, f"scc_{tag}_q{q}"))
             examples.append(cf.model_dump(mode="json"))
     t3 = html_table([[r.name, r.near_kp_single, r.same_kp_single, r.near_kp_all, r.same_kp_all, r.in_box_all, r.edits, r.failures,
                       r.ms_per_counterfactual] for r in rows],
