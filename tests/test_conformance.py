@@ -11,7 +11,8 @@ import torch
 from xcorr_core import Case, Matches, MetricResult, Ranking, ReRanker, StrictConfig
 from xcorr_core.builtins import NeighbourExplainer, Top1Accuracy
 from xcorr_core.matching import MutualNNMatcher
-from xcorr_core.testing import (ConformanceError, check_explainer, check_matcher, check_metric, check_reranker, random_maps)
+from xcorr_core.testing import (ConformanceError, check_explainer, check_matcher, check_metric, check_reranker, check_statistic,
+                                random_maps)
 from xcorr_core.validation import check_tensor
 
 
@@ -172,6 +173,28 @@ def test_metric_checks() -> None:
             name = "needs_maps"
             requires = frozenset({"maps"})
         check_metric(NeedsMaps)
+
+
+
+def test_statistic_checks() -> None:
+    import xcorr_core as xc
+
+    class Spread(xc.Statistic):
+        name = "test_spread"
+        summary = "max - min of a study's values"
+        requires = frozenset({"values"})
+
+        def compute(self, **data):
+            v = torch.as_tensor(data["values"], dtype=torch.float64)
+            return MetricResult(name=self.name, value=float(v.max() - v.min()), n=v.numel())
+
+    check_statistic(Spread, data={"values": torch.tensor([1.0, 4.0, 2.0])})
+    with pytest.raises(ConformanceError, match="not a subclass of xcorr_core.Statistic"):
+        check_statistic(Top1Accuracy, data={})
+    with pytest.raises(ConformanceError, match="not a subclass of xcorr_core.Metric"):
+        check_metric(Spread)
+    with pytest.raises(ConformanceError, match="requires .*'values'.* pass data="):
+        check_statistic(Spread, data={})
 
 
 def test_random_maps_shapes() -> None:
