@@ -52,3 +52,16 @@ def test_normal_interval_and_errors() -> None:
     for bad in (lambda: t_quantile(1.0, 3), lambda: t_quantile(0.5, 0), lambda: wilson_interval(5, 3), lambda: mcnemar_exact(-1, 2)):
         with pytest.raises(InputError):
             bad()
+
+
+def test_over_seeds_groups_runs_and_takes_t_intervals() -> None:
+    import math
+
+    from xcorr_core.stats import over_seeds, t_interval
+
+    runs = [{"mode": "a", "x": 1.0}, {"mode": "b", "x": 5.0}, {"mode": "a", "x": 3.0}, {"mode": "a", "x": 2.0}]
+    table = over_seeds(runs, "mode", ["a", "c", "b"], {"x": lambda r: r["x"], "twice": lambda r: 2 * r["x"]})
+    assert list(table) == ["a", "b"]  # in the given order; a group with no run is left out
+    assert table["a"]["seeds"] == 3 and table["a"]["x"] == t_interval([1.0, 3.0, 2.0])
+    assert table["a"]["x"][0] == 2.0 and table["a"]["twice"][0] == 4.0
+    assert table["b"]["seeds"] == 1 and table["b"]["x"][0] == 5.0 and math.isnan(table["b"]["x"][1])

@@ -1,17 +1,18 @@
 """Small statistics the core and the plugins share, in plain Python (no scipy at run time; the tests
 check each against scipy): quantiles of the normal and Student-t distributions, the Wilson interval
 of a proportion, the exact McNemar test of paired decisions, and mean intervals (Student-t over a
-few runs, normal over many samples). Depends on the standard library and the core's errors.
+few runs, normal over many samples), and a seeded study's table of them. Depends on the standard library and the core's errors.
 """
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from statistics import NormalDist
+from typing import Any
 
 from .errors import InputError
 
-__all__ = ["normal_quantile", "t_quantile", "wilson_interval", "mcnemar_exact", "t_interval", "normal_interval"]
+__all__ = ["normal_quantile", "t_quantile", "wilson_interval", "mcnemar_exact", "t_interval", "normal_interval", "over_seeds"]
 
 
 def normal_quantile(p: float) -> float:
@@ -138,3 +139,18 @@ def normal_interval(values: Iterable[float], level: float = 0.95) -> tuple[float
         return m, None, n
     half = normal_quantile(0.5 + level / 2) * math.sqrt(sum((x - m) ** 2 for x in xs) / (n - 1)) / math.sqrt(n)
     return m, (m - half, m + half), n
+
+
+def over_seeds(runs: Iterable[dict[str, Any]], by: str, groups: Iterable[str],
+               values: dict[str, Callable[[dict[str, Any]], float]], level: float = 0.95) -> dict[str, dict[str, Any]]:
+    """A seeded study's table: for each group (``run[by]``, in the order of ``groups``; groups with
+    no run are left out), ``{"seeds": n, name: (mean, half-width)}`` with the `t_interval` over the
+    runs of ``values[name](run)``. What the plugins' studies (CGC, ProtoKNN) report."""
+    runs = list(runs)
+    out: dict[str, dict[str, Any]] = {}
+    for g in groups:
+        rows = [r for r in runs if r.get(by) == g]
+        if rows:
+            out[g] = {"seeds": len(rows), **{name: t_interval([f(r) for r in rows], level) for name, f in values.items()}}
+    return out
+

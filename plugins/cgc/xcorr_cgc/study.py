@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import math
 import time
-from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,12 +20,13 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
 
-from xcorr_core.stats import t_interval as mean_t_interval
+from xcorr_core.stats import over_seeds
 from xcorr_core.data import SynthBirds
 
 from .attribution import consistency, content_heatmap, eval_mode, insertion_deletion
 from .heatmaps import layer_maps, upsample
 from .loss import CGCConfig, CGCLoss, paper_total
+from .pretrained import WEIGHTS
 from .views import ViewsConfig, make_views
 
 __all__ = ["Mode", "FinetuneConfig", "finetune", "evaluate", "test_sets", "summarise", "load_study", "study_path", "MODE_NAMES", "METRIC_NAMES"]
@@ -152,22 +152,15 @@ def _per_run(values: list[float], key: str) -> float:
 def summarise(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """mode -> {"seeds": n, metric: (mean over seeds, 95 % t half-width over seeds)}; each seed's value
     is the mean over its test images (top-1 in %). A single run gets NaN half-widths."""
-    out: dict[str, dict[str, Any]] = {}
-    for mode in MODE_NAMES:
-        rows = [r for r in runs if r["mode"] == mode]
-        if not rows:
-            continue
-        out[mode] = {"seeds": len(rows)}
-        for key in METRIC_NAMES:
-            out[mode][key] = mean_t_interval([_per_run(r["metrics"][key], key) for r in rows])
-    return out
+    return over_seeds(runs, "mode", MODE_NAMES, {key: (lambda r, key=key: _per_run(r["metrics"][key], key)) for key in METRIC_NAMES})
 
 
 def study_path() -> Path:
-    return Path(str(resources.files("xcorr_cgc") / "weights" / "study.json"))
+    return WEIGHTS.path("study.json")
 
 
 def load_study(path: str | Path | None = None) -> dict[str, Any]:
-    """The shipped study: ``{"config": ..., "runs": [{"mode", "seed", "log", "metrics"}, ...]}`` ({} if absent)."""
+    """The shipped study (or the file ``path``): ``{"config": ..., "runs": [{"mode", "seed", "log", "metrics"}, ...]}``
+    ({} if absent)."""
     p = Path(path) if path is not None else study_path()
     return json.loads(p.read_text()) if p.is_file() else {}
