@@ -142,3 +142,14 @@ def test_a_statistic_is_its_own_kind_and_a_spec_refuses_it(toys) -> None:
         xc.Pipeline(spec)
     with pytest.raises(LookupError):
         xc.create("metric", "test_study_mean")
+
+
+def test_every_installed_metric_reads_the_vocabulary(all_plugins) -> None:
+    """Each per-query metric of every installed plugin can be named in a spec; the one exception is
+    cgc's explanation_consistency (fixed training views; its spec form is view_consistency)."""
+    from xcorr_core.vocabulary import VOCABULARY
+
+    outside = {c.name for c in xc.components("metric") if not set(xc.get_class("metric", c.name).requires) <= set(VOCABULARY)}
+    assert outside <= {"explanation_consistency"}, outside
+    names = {c.name for c in xc.components("metric")}
+    assert "explanation_consistency" not in names or "view_consistency" in names

@@ -353,12 +353,32 @@ class Pipeline:
         for mname, m in self._built.metrics:
             source = self._built.metric_explainer.get(mname)
             mine = explanations if source is None else [e for k, e in (keyed or []) if k == source]
-            inputs = metric_inputs(mname, frozenset(m.requires), decisions, mine, data, "queries", self.gallery)
+            explain = self._view_explainer(source, mine) if source is not None else None
+            inputs = metric_inputs(mname, frozenset(m.requires), decisions, mine, data, "queries", self.gallery, explain=explain)
             res = m.compute(**inputs)
             if not isinstance(res, MetricResult):
                 raise ComponentOutputError(f"{owner('metric', mname, m)} returned {type(res).__name__}, not a MetricResult")
             metrics[mname] = res
         return metrics
+
+    def _view_explainer(self, key: str, explanations: list[Explanation]) -> Any:
+        """``explain(images [m, 3, H, W]) -> [m, H, W]``: explainer ``key`` run on other images of the
+        m explained queries (e.g. augmented views), each for its query's decision."""
+        ex = self._built.explainers[self._built.explainer_keys.index(key)]
+
+        def explain(images: torch.Tensor) -> torch.Tensor:
+            if images.shape[0] != len(explanations):
+                raise InputError(f"explain() takes one image per explained query ({len(explanations)}), got {images.shape[0]}")
+            maps = []
+            for e, img in zip(explanations, images):
+                out = ex.explain(Case(query_id=e.query_id, image=img, prediction=e.prediction, confidence=e.confidence, model=self.model))
+                m = getattr(out, "maps", None)
+                if not isinstance(m, torch.Tensor):
+                    raise InputError(f"explain(): {type(out).__name__} ({key}) has no maps")
+                maps.append(m if m.ndim == 3 else m[None])
+            return torch.cat(maps)
+
+        return explain
 
     def attach(self, index: GalleryIndex, store: Any = None, *, num_classes: int | None = None) -> "Pipeline":
         """Use a gallery built elsewhere (``xcorr index build``, a job's workers) instead of `fit`:

@@ -9,8 +9,9 @@ Three groups of names:
   ``neighbour_ids``, ``neighbour_labels`` — and ``model``, the pipeline's model;
 - **explained queries**, one row per explanation of the metric's explainer (``config: {explainer:
   KEY}``, the key of an entry of ``explainers``; without it, every explanation of the method):
-  ``explanations``, ``query_ids``, ``images``, and the named explainer's own tensor output
-  ``maps`` (`[m, H, W]`, stacked);
+  ``explanations``, ``query_ids``, ``images``, the named explainer's own tensor output
+  ``maps`` (`[m, H, W]`, stacked), and ``explain``, that explainer as a function of other images
+  of the same queries (for consistency under augmentation);
 - **annotations**, read from the data sets where they have them (SynthBirds, CUB: boxes,
   keypoints, part names): ``boxes`` / ``query_boxes`` (`[m, 4]`), ``keypoints`` /
   ``query_keypoints`` (`[m, P, 3]`), ``part_names``, and for counterfactual explanations the
@@ -46,6 +47,8 @@ EXPLAINED_INPUTS = {
     "query_ids": "long [m]: the explained queries' positions in the data set",
     "images": "[m, 3, H, W]: the explained queries' images",
     "maps": "[m, H, W]: the named explainer's attribution maps, stacked (explainer required)",
+    "explain": "a function images [m, 3, H', W'] -> maps [m, H', W']: the named explainer run on other images of the m explained "
+               "queries (augmented views, say), each for its query's decision (explainer required)",
 }
 ANNOTATION_INPUTS = {
     "boxes": "[m, 4] (x0, y0, x1, y1) of the explained queries, from the data set's boxes",
@@ -59,7 +62,7 @@ ANNOTATION_INPUTS = {
                     "true_homography (queries and gallery: photos of one SynthHerd); NaN where the two show different individuals",
 }
 VOCABULARY: dict[str, str] = {**DECISION_INPUTS, **EXPLAINED_INPUTS, **ANNOTATION_INPUTS}
-_NEEDS_EXPLAINER = {"maps"}
+_NEEDS_EXPLAINER = {"maps", "explain"}
 _ANNOTATION_OF = {"boxes": "boxes", "query_boxes": "boxes", "keypoints": "keypoints", "query_keypoints": "keypoints",
                   "part_names": "part_names"}
 
@@ -101,7 +104,7 @@ def _stack_maps(explanations: list[Explanation], metric: str) -> torch.Tensor:
 
 
 def metric_inputs(metric: str, requires: frozenset[str], decisions: dict[str, Any], explanations: list[Explanation],
-                  data: Any, data_name: str, gallery: Any) -> dict[str, Any]:
+                  data: Any, data_name: str, gallery: Any, explain: Any = None) -> dict[str, Any]:
     """Run-time: the keyword arguments of one metric's ``compute``.
 
     Args:
@@ -109,6 +112,7 @@ def metric_inputs(metric: str, requires: frozenset[str], decisions: dict[str, An
         explanations: that method's explanations the metric reads (already filtered by explainer).
         data: the query data set (items ``(image, label)``; annotations as attributes).
         gallery: the gallery data set, for distractors' annotations (None when not kept).
+        explain: the metric's explainer as a function of images (``explain``), when it names one.
     """
     out: dict[str, Any] = {}
     qids: torch.Tensor | None = None
@@ -119,6 +123,10 @@ def metric_inputs(metric: str, requires: frozenset[str], decisions: dict[str, An
             out[key] = explanations
         elif key == "maps":
             out[key] = _stack_maps(explanations, metric)
+        elif key == "explain":
+            if explain is None:
+                raise InputError(f"metric {metric} reads explain: name its explainer (config: {{explainer: KEY}})")
+            out[key] = explain
         else:
             if qids is None:
                 missing = [e.method for e in explanations if e.query_id is None]

@@ -3,7 +3,7 @@
 import torch
 
 from xcorr_core.testing import check_explainer, check_metric
-from xcorr_cgc.components import ContentHeatmap, DeletionAUC, GradCAMExplainer, GradXActExplainer, InsertionAUC
+from xcorr_cgc.components import ContentHeatmap, DeletionAUC, GradCAMExplainer, GradXActExplainer, InsertionAUC, ViewConsistency
 
 
 def test_explainers_conform(xcorr_cases, xcorr_birds_model) -> None:
@@ -19,4 +19,6 @@ def test_metrics_conform(xcorr_birds, xcorr_birds_model) -> None:
     check_metric(ContentHeatmap, data={"maps": maps, "boxes": xcorr_birds.boxes[:4]})
     for cls in (InsertionAUC, DeletionAUC):
         check_metric(cls, data={"model": xcorr_birds_model, "images": images, "maps": maps}, config={"steps": 7})
+    explain = lambda views: GradCAMExplainer().explain_images(xcorr_birds_model, views).maps  # noqa: E731
+    check_metric(ViewConsistency, data={"images": images, "maps": maps, "explain": explain})
     assert torch.isfinite(maps).all()

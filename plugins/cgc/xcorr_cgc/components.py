@@ -22,7 +22,7 @@ from xcorr_core.validation import check_tensor
 from .attribution import consistency, content_heatmap, insertion_deletion
 from .heatmaps import MapKind, captum_map, layer_maps, upsample
 
-__all__ = ["HeatmapExplanation", "GradCAMExplainer", "GradXActExplainer", "ContentHeatmap", "InsertionAUC", "DeletionAUC",
+__all__ = ["HeatmapExplanation", "GradCAMExplainer", "GradXActExplainer", "ContentHeatmap", "InsertionAUC", "DeletionAUC", "ViewConsistency",
            "ExplanationConsistency", "mean_interval"]
 
 
@@ -208,6 +208,38 @@ class DeletionAUC(_RiseAUC):
     name = "deletion_auc"
     summary = "Deletion AUC (RISE protocol, mirror of insertion), batched"
     mode = "deletion"
+
+
+class ViewConsistency(xc.Metric):
+    """Explanation consistency from a pipeline spec: each explained query's random resized crop
+    (flipped with probability ``flip_p``), explained by the metric's own explainer (``explain``),
+    against the query's map moved by the same crop and flip; the cosine per query, as
+    `ExplanationConsistency` computes it for fixed views. The views are drawn from ``seed``; the
+    images must be square (the views' side is theirs)."""
+
+    name = "view_consistency"
+    summary = "Explanation consistency in a pipeline: the explainer on a crop/flip view vs the query's map moved the same way"
+    requires: ClassVar[frozenset[str]] = frozenset({"images", "maps", "explain"})
+
+    class Config(xc.StrictConfig):
+        scale: tuple[float, float] = Field((0.08, 1.0), description="RandomResizedCrop area fraction (the authors' recipe)")
+        ratio: tuple[float, float] = Field((3 / 4, 4 / 3), description="RandomResizedCrop aspect ratio range")
+        flip_p: float = Field(0.5, ge=0.0, le=1.0, description="probability of a horizontal flip")
+        seed: int = Field(0, description="seed of the views")
+
+    def compute(self, **data: Any) -> xc.MetricResult:
+        from .views import ViewsConfig, make_views
+
+        images = check_tensor("images", data.get("images"), ndim=4, floating=True, non_empty=True)
+        maps = data.get("maps")
+        if images.shape[-1] != images.shape[-2]:
+            raise xc.InputError(f"view_consistency needs square images (the views' side is theirs), got {tuple(images.shape[-2:])}")
+        c = self.config
+        cfg = ViewsConfig(size=int(images.shape[-1]), resize_ratio=1.0, scale=c.scale, ratio=c.ratio, flip_p=c.flip_p)
+        views = make_views(images, cfg, torch.Generator().manual_seed(c.seed))
+        maps_aug = data["explain"](views.aug)
+        per = consistency(maps_aug, maps, views.boxes, views.flips)
+        return _result(self.name, per, seed=c.seed)
 
 
 class ExplanationConsistency(xc.Metric):

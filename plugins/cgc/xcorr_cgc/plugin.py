@@ -16,9 +16,9 @@ def register_explainers(register: Any) -> None:
 
 @xcorr_core.hookimpl
 def register_metrics(register: Any) -> None:
-    from .components import ContentHeatmap, DeletionAUC, ExplanationConsistency, InsertionAUC
+    from .components import ContentHeatmap, DeletionAUC, ExplanationConsistency, InsertionAUC, ViewConsistency
 
-    for cls in (ContentHeatmap, InsertionAUC, DeletionAUC, ExplanationConsistency):
+    for cls in (ContentHeatmap, InsertionAUC, DeletionAUC, ExplanationConsistency, ViewConsistency):
         register(cls)
 
 
