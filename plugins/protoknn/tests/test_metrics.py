@@ -30,3 +30,17 @@ def test_part_purity_by_hand():
                                                                       image_size=(20, 20), grid=(2, 2))
     assert r.per_sample.tolist() == pytest.approx([1.0, 2 / 3])
     assert r.value == pytest.approx(5 / 6) and r.details["background_share"] == pytest.approx(1 / 6)
+
+
+def test_protoknn_accuracy_from_a_spec_on_synthbirds():
+    """The metric in a pipeline spec reads the decisions' ranked neighbours: k = 1 is the first
+    neighbour's label, and with k = decision.k the vote is the pipeline's own kNN decision."""
+    from xcorr_core.data import SynthBirds
+
+    spec = {"features": {"model": "birds"}, "decision": {"k": 5},
+            "metrics": [{"name": "protoknn_accuracy", "config": {"ks": [1, 5]}}, {"name": "top1_accuracy"}]}
+    res = xc.Pipeline(spec).fit(SynthBirds("train", per_class=5)).run(SynthBirds("test", per_class=2))
+    m = res.methods["knn"]
+    r = m.metrics["protoknn_accuracy"]
+    assert r.value == pytest.approx(float((m.neighbour_labels[:, 0] == m.targets).float().mean()))
+    assert r.details["k=5"] == pytest.approx(m.metrics["top1_accuracy"].value)
