@@ -209,3 +209,14 @@ def test_fixtures_of_the_pytest_plugin(xcorr_cases, xcorr_maps, xcorr_birds) -> 
     assert sum(c.prediction == c.target for c in xcorr_cases) >= 9  # the shipped model is ~98 % on clean SynthBirds
     check_explainer(NeighbourExplainer, cases=xcorr_cases[:3])
     check_reranker(MeanCosine, maps=xcorr_maps)
+
+
+def test_the_demo_context_fixture_runs_a_section(xcorr_demo_context) -> None:
+    """``xcorr_demo_context`` is what ``xcorr demo`` hands a section: a built-in section runs on it."""
+    from xcorr_core.demo import DemoSection, _reid_section
+
+    ctx = xcorr_demo_context
+    sec = _reid_section(ctx)
+    assert isinstance(sec, DemoSection) and 0 <= sec.report["recall_at_1"] <= sec.report["recall_at_5"] <= 1
+    assert ctx.birds_maps(ctx.birds_test["test"]).shape == (len(ctx.birds_test["test"]), 256, 7, 7)
+    assert (ctx.out / "figures").is_dir() and set(ctx.birds_test) == {"test", "sticker", "style"}

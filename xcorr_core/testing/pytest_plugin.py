@@ -8,7 +8,10 @@ loads nothing heavy until a fixture is used. Fixtures:
 - ``xcorr_birds``: a small SynthBirds test set (4 classes x 3 images, 112 px);
 - ``xcorr_birds_model``: the shipped SynthBirds classifier, in eval mode;
 - ``xcorr_cases``: kNN decisions on ``xcorr_birds`` against a SynthBirds train gallery, as the
-  `Case` objects a pipeline gives explainers (image, target, prediction, confidence, neighbours).
+  `Case` objects a pipeline gives explainers (image, target, prediction, confidence, neighbours);
+- ``xcorr_demo_context``: a `DemoContext` like the one ``xcorr demo`` hands a section (the shipped
+  models, SynthBirds train 2 per class, test sets of 1 per class, SynthHerd 4 individuals),
+  writing into a fresh temporary folder: call your ``register_demo_sections`` function with it.
 
 The hypothesis profile ``xcorr`` (no deadline, derandomised, 30 examples, slow-data health check
 off) is registered, not loaded: a test suite opts in with ``settings.load_profile("xcorr")``.
@@ -59,3 +62,19 @@ def xcorr_cases(xcorr_birds: Any, xcorr_birds_model: Any) -> Any:
     from .cases import knn_cases
 
     return knn_cases(xcorr_birds_model, xcorr_birds)
+
+
+@pytest.fixture
+def xcorr_demo_context(tmp_path: Any) -> Any:
+    from ..data import SynthBirds, SynthHerd
+    from ..demo import DemoContext
+    from ..fileio import make_dir
+    from ..models import load_pretrained
+
+    make_dir(tmp_path / "figures")
+    return DemoContext(out=tmp_path, progress=False, birds_model=load_pretrained("birds").eval(), herd_model=load_pretrained("herd").eval(),
+                       birds_train=SynthBirds("train", per_class=2, progress=False),
+                       birds_test={v if v != "clean" else "test": SynthBirds("test", v, per_class=1, progress=False)  # type: ignore[arg-type]
+                                   for v in ("clean", "sticker", "style")},
+                       herd_test=SynthHerd("test", individuals=4, progress=False))
+
