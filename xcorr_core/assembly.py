@@ -67,11 +67,13 @@ def build_components(spec: PipelineSpec) -> Built:
     explainers = [checked("explainer", f"explainers[{i}]", cs, available) for i, cs in enumerate(spec.explainers)]
     explainer_keys = [cs.key for cs in spec.explainers]
     metrics, wiring = [], {}
+    metric_names = {c.name for c in registry.components("metric")}
+    statistic_names = {c.name for c in registry.components("statistic")} - metric_names
     for i, cs in enumerate(spec.metrics):
         where, source = f"metrics[{i}]", cs.config.get("explainer")
         if source is not None and not isinstance(source, str):
             raise ConfigError(f"{where}.config.explainer: the key of an explainer, got {source!r}", field=f"{where}.config.explainer")
-        if cs.name not in {c.name for c in registry.components("metric")} and cs.name in {c.name for c in registry.components("statistic")}:
+        if cs.name in statistic_names:
             owner = registry.get_class("statistic", cs.name).__module__.split(".")[0]
             raise ConfigError(f"{where}.name: {cs.name!r} is a study-level statistic (one value over a whole study or model), not a "
                               f"per-query metric, so a pipeline cannot compute it; call xcorr_core.create('statistic', {cs.name!r}, ...)"

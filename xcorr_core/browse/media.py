@@ -77,7 +77,7 @@ def render_figures(expl_path: Path, site: Path, stem: str, *, query: Any, galler
         if hasattr(exp, "support_ids"):
             continue
         params = inspect.signature(exp.plot).parameters
-        kwargs = {k: v for k, v in available.items() if k in params and v is not None}
+        kwargs = {k: available[k] for k in PLOT_ARGUMENTS if k in params and available[k] is not None}
         try:
             fig = exp.plot(**kwargs)
         except Exception as exc:  # noqa: BLE001 - one figure that cannot be drawn is reported on the page

@@ -145,6 +145,7 @@ def build_site(job: str | Path, site: str | Path | None = None, *, chunk_rows: i
     for c in range(chunks):
         cols = table.slice(c * chunk_rows, chunk_rows).to_pydict()
         figures: dict[int, dict[str, list[str]]] = {}
+        expl = {m: cols[f"{m}_explanations"] for m in methods if f"{m}_explanations" in cols}
         for r, qid in enumerate(cols["query_id"]):
             if qimg is not None:
                 save_picture(qimg(qid), site / "img" / "q" / f"{qid}.jpg")
@@ -156,10 +157,10 @@ def build_site(job: str | Path, site: str | Path | None = None, *, chunk_rows: i
                             save_picture(gimg(g), site / "img" / "g" / f"{g}.jpg")
                             written_g.add(g)
                             n_pictures += 1
-            if figured < max_figures and any(cols.get(f"{m}_explanations", [None] * (r + 1))[r] for m in methods):
+            if figured < max_figures and any(files[r] for files in expl.values()):
                 figured += 1
-                for m in methods:
-                    rel = cols.get(f"{m}_explanations", [None] * (r + 1))[r]
+                for m, files in expl.items():
+                    rel = files[r]
                     if not rel:
                         continue
                     paths, probs = render_figures(job / rel, site, f"{m}-{qid}", query=qimg(qid) if qimg else None, gallery=gimg,

@@ -56,8 +56,8 @@ def synthetic_job(out: str | Path, rows: int, *, classes: int = 200, gallery: in
             cols[f"{m}_scores"] = list(scores)
             if m != "knn":
                 cells = rng.integers(0, grid[0] * grid[1], (n, k, pairs, 2)).astype(np.int32)
-                cols[f"{m}_pairs"] = [[c.tolist() for c in q] for q in cells]
-                cols[f"{m}_weights"] = [w.tolist() for w in rng.random((n, k, pairs)).astype(np.float32)]
+                cols[f"{m}_pairs"] = cells.tolist()
+                cols[f"{m}_weights"] = rng.random((n, k, pairs)).astype(np.float32).tolist()
             cols[f"{m}__top1_accuracy"] = right.astype(np.float64)
         table = pa.table({name: cols[name] for name in schema.names}, schema=schema)
         name = f"parts/part-{len(parts):06d}.parquet"

@@ -22,5 +22,4 @@ def shipped_path(which: Literal["ce", "cgc"]) -> Path:
 
 def load_pretrained(which: Literal["ce", "cgc"] = "cgc") -> SmallResNet:
     """The shipped fine-tuned classifier (eval mode); `IndexFileError` if the file is missing."""
-    shipped_path(which)  # checks ``which``
-    return load_checkpoint(WEIGHTS.require(f"birds_{which}.pt"))
+    return load_checkpoint(WEIGHTS.require(shipped_path(which).name))

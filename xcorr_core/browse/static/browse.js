@@ -257,7 +257,6 @@
     $("#f-class").value = s.class || "";
     const oc = ["right", "wrong", "fixed", "broke"].find((k) => s[k]);
     $("#f-outcome").value = oc ? oc + "=" + s[oc] : "";
-    if ($("#f-outcome").value === "" && oc) $("#f-outcome").value = "";
     $("#f-dis").value = s.disagree || "";
     if (s.conf) { const [m, lo, hi] = s.conf.split(":"); $("#f-conf-m").value = m; $("#f-conf-lo").value = lo || ""; $("#f-conf-hi").value = hi || ""; }
     else { $("#f-conf-lo").value = ""; $("#f-conf-hi").value = ""; }
