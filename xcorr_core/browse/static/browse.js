@@ -177,7 +177,7 @@
           html: (i) => { const v = D.cols[m + "_rank_change"][i]; return v > 0 ? `<span class="ok">+${v}</span>` : v < 0 ? `<span class="bad">${v}</span>` : "0"; } });
       }
       for (const x of META.metrics) {
-        if (D.cols[m + "__" + x]) cols.push({ key: m + "__" + x, label: x, w: 90, num: true, title: m + ": " + x, html: (i) => fmt(D.cols[m + "__" + x][i]) });
+        if (D.cols[m + "__" + x]) cols.push({ key: m + "__" + x, label: x, w: Math.max(70, 8 * x.length + 16), num: true, title: m + ": " + x, html: (i) => fmt(D.cols[m + "__" + x][i]) });
       }
     }
     return cols;
